@@ -1,0 +1,1 @@
+"""The HTTP tier: OpenAI-compatible routes that validate, record, publish and answer."""

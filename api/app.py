@@ -1,0 +1,44 @@
+"""The FastAPI app, built by a factory from a settings object so tests can build their own."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.routes import images, models, videos
+from darkroom.settings import Settings, get_settings
+from storage.blobs import make_blob_store
+from storage.db import make_engine, make_session_factory
+from worker.celery_app import make_celery
+
+log = logging.getLogger("darkroom.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not settings.auth_enabled:
+            log.warning("DARKROOM_API_KEYS is empty: the API is open to anyone who can reach it")
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Darkroom", version="0.1.0", lifespan=lifespan)
+    app.state.services = Services(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        blobs=make_blob_store(settings),
+        celery=make_celery(settings),
+        started_at=int(time.time()),
+    )
+    install_error_handlers(app)
+    for router in (videos.router, images.router, models.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,139 @@
+"""Reading request bodies: multipart (what the SDK sends) or JSON, into a strict request model
+plus the uploaded files, with limits checked before anything is stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from api.errors import APIError, bad_request, validation_error
+
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
+
+# `image[]` (a list in the SDK) and `image` (one file) are the same field; `a[b]` is `a.b`.
+_LIST_SUFFIX = re.compile(r"\[\]$")
+_ALLOWED_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One validated image upload, kept as the bytes the client sent."""
+
+    field: str
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+async def read_body(
+    request: Request, model: type[RequestModel], *, file_fields: tuple[str, ...], max_bytes: int
+) -> tuple[RequestModel, dict[str, list[UploadFile]]]:
+    content_type = request.headers.get("content-type", "")
+    files: dict[str, list[UploadFile]] = {}
+    if content_type.startswith("multipart/form-data"):
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > max_bytes * 4:
+            raise APIError(
+                413, f"Request body of {declared} bytes is over the limit.", code="request_too_large"
+            )
+        form = await request.form(max_files=32, max_fields=64)
+        fields: dict[str, object] = {}
+        for key, value in form.multi_items():
+            name = _LIST_SUFFIX.sub("", key)
+            if isinstance(value, UploadFile):
+                if name not in file_fields:
+                    raise bad_request(f"Unknown file parameter: '{name}'.", param=name, code="unknown_parameter")
+                files.setdefault(name, []).append(value)
+            else:
+                fields[_bracket_to_dotted(name)] = value
+        data = _nest(fields)
+    elif content_type.startswith("application/json"):
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("The request body is not valid JSON.", param=None, code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise bad_request("The request body must be a JSON object.", param=None, code="invalid_json")
+    else:
+        raise bad_request(
+            "Send the request as multipart/form-data or application/json.",
+            param=None,
+            code="unsupported_content_type",
+        )
+    try:
+        return model.model_validate(data), files
+    except ValidationError as error:
+        raise validation_error(list(error.errors())) from None
+
+
+def _bracket_to_dotted(name: str) -> str:
+    return name.replace("][", ".").replace("[", ".").replace("]", "")
+
+
+def _nest(fields: dict[str, object]) -> dict[str, object]:
+    """`{"input_reference.image_url": v}` -> `{"input_reference": {"image_url": v}}`."""
+    nested: dict[str, object] = {}
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        target = nested
+        for parent in parents:
+            child = target.setdefault(parent, {})
+            if not isinstance(child, dict):
+                raise bad_request(f"Parameter '{dotted}' conflicts with '{parent}'.", param=dotted)
+            target = child
+        target[leaf] = value
+    return nested
+
+
+async def read_image_upload(
+    upload: UploadFile, *, field: str, max_bytes: int, max_pixels: int
+) -> Upload:
+    """The upload's bytes if they are one PNG, JPEG or WebP image within the limits.
+
+    The pixel count is checked from the header before any pixel is decoded, so a small file that
+    claims to be enormous (a decompression bomb) is refused without being expanded.
+    """
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise APIError(
+            413, f"Image '{upload.filename}' is over the {max_bytes} byte limit.", param=field, code="file_too_large"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise APIError(
+                    400,
+                    f"Image '{upload.filename}' is {width}x{height}; the limit is {max_pixels} pixels.",
+                    param=field,
+                    code="image_too_large",
+                )
+            if image.format not in _ALLOWED_IMAGE_FORMATS:
+                raise bad_request(
+                    f"Image '{upload.filename}' is {image.format or 'not an image'}; "
+                    "send PNG, JPEG or WebP.",
+                    param=field,
+                    code="invalid_image_format",
+                )
+            image.load()  # decode once, so a truncated or corrupt file is refused here
+    except APIError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise bad_request(
+            f"File '{upload.filename}' is not a valid PNG, JPEG or WebP image.",
+            param=field,
+            code="invalid_image",
+        ) from None
+    return Upload(field, data, _ALLOWED_IMAGE_FORMATS[image.format], width, height)

@@ -1,0 +1,65 @@
+"""Dependencies as `Annotated` aliases: the services a route needs, and who is calling."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import APIError
+from darkroom.settings import Settings
+from storage.blobs import BlobStore
+
+ANONYMOUS_OWNER = "anonymous"
+
+
+@dataclass
+class Services:
+    """Everything a request may touch, built once per app by `api.app.create_app`."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    celery: Celery
+    started_at: int  # unix seconds; the `created` of the models this process serves
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    with services.sessions() as session:
+        yield session
+
+
+def owner_of_key(api_key: str) -> str:
+    """A job records a fingerprint of the key that made it, never the key itself."""
+    return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+def current_owner(request: Request, services: Annotated[Services, Depends(get_services)]) -> str:
+    keys = services.settings.api_keys
+    if not keys:
+        return ANONYMOUS_OWNER
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
+        )
+    if not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return owner_of_key(token)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SessionDep = Annotated[Session, Depends(get_session)]
+OwnerDep = Annotated[str, Depends(current_owner)]

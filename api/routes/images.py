@@ -1,0 +1,189 @@
+"""`/v1/images`: generations and edits. Synchronous as OpenAI's are: the request enqueues the job,
+waits for the worker up to a bound, and answers with the images; past the bound it answers with an
+error naming the job id, which `GET /v1/images/{id}` then follows."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.bodies import Upload, read_body, read_image_upload
+from api.content import stream_blob
+from api.deps import OwnerDep, Services, ServicesDep, SessionDep
+from api.errors import APIError, bad_request, not_found
+from api.schemas import (
+    ErrorObject,
+    ImageData,
+    ImageEditRequest,
+    ImageGenerateRequest,
+    ImageJob,
+    ImageRequestBase,
+    ImagesResponse,
+)
+from api.submission import generation_params, parse_size, resolve_model, submit
+from pipelines.registry import Family, ModelSpec
+from storage import jobs
+from storage.models import Job, JobKind, JobStatus
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+IMAGE_KINDS = (JobKind.IMAGE_GENERATION, JobKind.IMAGE_EDIT)
+_FIRST_POLL_S, _MAX_POLL_S = 0.01, 0.25
+
+
+@router.post("/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+async def create_image(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep):
+    body, _ = await read_body(
+        request, ImageGenerateRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
+    )
+    spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
+    params = _image_params(spec, body, parse_size(spec, body.size))
+    job = await run_in_threadpool(
+        submit, services, session, kind=JobKind.IMAGE_GENERATION, spec=spec, owner=owner, params=params
+    )
+    return await _answer_when_done(request, services, session, job, body)
+
+
+@router.post("/edits", response_model=ImagesResponse, response_model_exclude_none=True)
+async def edit_image(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep):
+    settings = services.settings
+    body, files = await read_body(
+        request, ImageEditRequest, file_fields=("image", "mask"), max_bytes=settings.max_upload_bytes
+    )
+    spec = resolve_model(services, body.model, Family.IMAGE_EDIT)
+    if "mask" in files:
+        raise bad_request(
+            f"The model '{spec.name}' does not take a mask.", param="mask", code="unsupported_parameter"
+        )
+    images = files.get("image", [])
+    if not images:
+        raise bad_request("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
+    if len(images) > spec.max_input_images:
+        raise bad_request(
+            f"The model '{spec.name}' takes at most {spec.max_input_images} images; got {len(images)}.",
+            param="image",
+        )
+    uploads: list[Upload] = [
+        await read_image_upload(
+            image, field="image", max_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels
+        )
+        for image in images
+    ]
+    # Without a size, the output follows the first image's aspect ratio.
+    size = parse_size(spec, body.size) if body.size not in (None, "auto") else spec.size.fit(
+        uploads[0].width, uploads[0].height
+    )
+    params = _image_params(spec, body, size)
+    job = await run_in_threadpool(
+        submit, services, session, kind=JobKind.IMAGE_EDIT, spec=spec, owner=owner, params=params, uploads=uploads
+    )
+    return await _answer_when_done(request, services, session, job, body)
+
+
+def _image_params(spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]) -> dict:
+    if body.stream:
+        raise bad_request("Streaming image responses are not supported yet.", param="stream", code="unsupported_parameter")
+    if body.background == "transparent":
+        raise bad_request(
+            f"The model '{spec.name}' cannot make transparent backgrounds.", param="background", code="unsupported_parameter"
+        )
+    if body.n > spec.max_images:
+        raise bad_request(f"The model '{spec.name}' makes at most {spec.max_images} images per request.", param="n")
+    width, height = size
+    return generation_params(spec, body, width, height) | {
+        "num_images": body.n,
+        "true_cfg_scale": spec.true_cfg_scale,
+        "guidance_scale": spec.guidance_scale,
+        "output_format": body.output_format,
+        "output_compression": body.output_compression,
+    }
+
+
+async def _answer_when_done(request: Request, services: Services, session, job: Job, body) -> ImagesResponse:
+    deadline = time.monotonic() + services.settings.image_wait_timeout_s
+    delay = _FIRST_POLL_S
+    while (status := await run_in_threadpool(jobs.status_of, session, job.id)) not in jobs.TERMINAL:
+        if time.monotonic() >= deadline:
+            raise APIError(
+                504,
+                f"Image job {job.id} is still {status} after {services.settings.image_wait_timeout_s:g} s; "
+                f"follow it with GET /v1/images/{job.id}.",
+                code="image_job_timeout",
+                type="server_error",
+                # A retry would start a second job; the client should follow this one instead.
+                headers={"x-should-retry": "false"},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, _MAX_POLL_S)
+    session.expire_all()
+    job = await run_in_threadpool(session.get, Job, job.id)
+    if job.status != JobStatus.COMPLETED:
+        raise APIError(
+            500,
+            f"Image job {job.id} {job.status}: {job.error_message}",
+            code=job.error_code,
+            type="server_error",
+            headers={"x-should-retry": "false"},
+        )
+    if body.response_format == "url":
+        base = str(request.base_url).rstrip("/")
+        data = [ImageData(url=f"{base}/v1/images/{job.id}/content?index={i}") for i in range(len(job.output_keys))]
+    else:
+        blobs = await run_in_threadpool(lambda: [services.blobs.get(key) for key in job.output_keys])
+        data = [ImageData(b64_json=base64.b64encode(blob).decode()) for blob in blobs]
+    params = job.params
+    return ImagesResponse(
+        created=int(job.created_at.timestamp()),
+        data=data,
+        output_format=params["output_format"],
+        size=f"{params['width']}x{params['height']}",
+        background="opaque",  # these models always paint every pixel
+    )
+
+
+def _get_image_job(session, image_id: str, owner: str) -> Job:
+    job = jobs.get_visible(session, image_id, owner=owner, kinds=IMAGE_KINDS)
+    if job is None:
+        raise not_found("image", image_id, param="image_id")
+    return job
+
+
+@router.get("/{image_id}", response_model=ImageJob)
+def retrieve_image_job(image_id: str, session: SessionDep, owner: OwnerDep) -> ImageJob:
+    job = _get_image_job(session, image_id, owner)
+    params = job.params
+    return ImageJob(
+        id=job.id,
+        status=job.status,
+        progress=job.progress,
+        created_at=int(job.created_at.timestamp()),
+        completed_at=int(job.completed_at.timestamp()) if job.completed_at else None,
+        model=job.model,
+        size=f"{params['width']}x{params['height']}",
+        n=params["num_images"],
+        error=ErrorObject(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+    )
+
+
+@router.get("/{image_id}/content")
+def download_image_content(
+    image_id: str,
+    services: ServicesDep,
+    session: SessionDep,
+    owner: OwnerDep,
+    index: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    job = _get_image_job(session, image_id, owner)
+    if job.status != JobStatus.COMPLETED:
+        raise APIError(
+            404, f"Image job '{image_id}' is {job.status}; its content exists once it is completed.",
+            param="image_id", code="content_not_ready",
+        )
+    if index >= len(job.output_keys):
+        raise bad_request(f"Image job '{image_id}' has {len(job.output_keys)} images.", param="index")
+    return stream_blob(services, job.output_keys[index], what=f"image '{image_id}'")

@@ -1,0 +1,134 @@
+"""`/v1/videos`: create, retrieve, list, delete and download, as the official SDK calls them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select, tuple_
+
+from api.bodies import read_body
+from api.content import stream_blob
+from api.deps import OwnerDep, ServicesDep, SessionDep
+from api.errors import APIError, bad_request, not_found
+from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList
+from api.submission import generation_params, parse_size, resolve_model, submit
+from pipelines.registry import Family
+from storage import jobs
+from storage.models import Job, JobKind, JobStatus
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+VIDEO_KINDS = (JobKind.VIDEO,)
+
+
+@router.post("", response_model=Video)
+async def create_video(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep) -> Video:
+    body, files = await read_body(
+        request, VideoCreateRequest, file_fields=("input_reference",), max_bytes=services.settings.max_upload_bytes
+    )
+    spec = resolve_model(services, body.model, Family.TEXT_TO_VIDEO)
+    if files:
+        raise bad_request(
+            f"The model '{spec.name}' is text-to-video and takes no input_reference.",
+            param="input_reference",
+            code="unsupported_parameter",
+        )
+    width, height = parse_size(spec, body.size)
+    seconds = body.seconds or spec.frames.default_seconds
+    try:
+        num_frames = spec.frames.frames_for(seconds)
+    except ValueError as error:
+        raise bad_request(str(error), param="seconds") from None
+    params = generation_params(spec, body, width, height) | {
+        "seconds": seconds,
+        "num_frames": num_frames,
+        "fps": spec.frames.fps,
+        "guidance_scale": spec.guidance_scale,
+    }
+    job = await run_in_threadpool(
+        submit, services, session, kind=JobKind.VIDEO, spec=spec, owner=owner, params=params
+    )
+    return Video.from_job(job)
+
+
+def _poll_after_ms(job: Job) -> int:
+    """How long the SDK's poller should sleep: the estimated time left, within [50 ms, 2 s]."""
+    if job.status == JobStatus.IN_PROGRESS and job.progress > 0 and job.started_at is not None:
+        elapsed_ms = (jobs.now() - job.started_at).total_seconds() * 1000
+        remaining_ms = elapsed_ms * (100 - job.progress) / job.progress
+        return int(min(2000, max(50, remaining_ms)))
+    return 200
+
+
+def _get_video(session, video_id: str, owner: str) -> Job:
+    job = jobs.get_visible(session, video_id, owner=owner, kinds=VIDEO_KINDS)
+    if job is None:
+        raise not_found("video", video_id, param="video_id")
+    return job
+
+
+@router.get("/{video_id}", response_model=Video)
+def retrieve_video(video_id: str, response: Response, session: SessionDep, owner: OwnerDep) -> Video:
+    job = _get_video(session, video_id, owner)
+    if job.status in (JobStatus.QUEUED, JobStatus.IN_PROGRESS):
+        response.headers["openai-poll-after-ms"] = str(_poll_after_ms(job))
+    return Video.from_job(job)
+
+
+@router.get("", response_model=VideoList)
+def list_videos(
+    session: SessionDep,
+    owner: OwnerDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> VideoList:
+    query = select(Job).where(Job.owner == owner, Job.kind == JobKind.VIDEO, Job.deleted_at.is_(None))
+    if after is not None:
+        cursor = jobs.get_visible(session, after, owner=owner, kinds=VIDEO_KINDS)
+        if cursor is None:
+            raise bad_request(f"No video found with id '{after}' to list after.", param="after")
+        position = tuple_(Job.created_at, Job.id)
+        cursor_position = tuple_(cursor.created_at, cursor.id)
+        query = query.where(position > cursor_position if order == "asc" else position < cursor_position)
+    sort = (Job.created_at.asc(), Job.id.asc()) if order == "asc" else (Job.created_at.desc(), Job.id.desc())
+    rows = list(session.scalars(query.order_by(*sort).limit(limit + 1)))
+    page = rows[:limit]
+    return VideoList(
+        data=[Video.from_job(job) for job in page],
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(rows) > limit,
+    )
+
+
+@router.delete("/{video_id}", response_model=VideoDeleted)
+def delete_video(video_id: str, services: ServicesDep, session: SessionDep, owner: OwnerDep) -> VideoDeleted:
+    job = _get_video(session, video_id, owner)
+    # A queued job never starts; a running one stops at its next progress write and publishes nothing.
+    jobs.cancel(session, job.id)
+    jobs.mark_deleted(session, job.id)
+    services.blobs.delete_prefix(f"inputs/{job.id}")
+    services.blobs.delete_prefix(f"outputs/{job.id}")
+    return VideoDeleted(id=job.id)
+
+
+@router.get("/{video_id}/content")
+def download_video_content(
+    video_id: str,
+    services: ServicesDep,
+    session: SessionDep,
+    owner: OwnerDep,
+    variant: Literal["video"] = "video",
+) -> StreamingResponse:
+    job = _get_video(session, video_id, owner)
+    if job.status != JobStatus.COMPLETED:
+        raise APIError(
+            404,
+            f"Video '{video_id}' is {job.status}; its content exists once it is completed.",
+            param="video_id",
+            code="content_not_ready",
+        )
+    return stream_blob(services, job.output_keys[0], what=f"video '{video_id}'")

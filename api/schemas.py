@@ -1,0 +1,176 @@
+"""Request and response shapes, kept apart from the ORM. Requests forbid unknown fields, so a
+misspelt extension parameter is a 400 rather than silently ignored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from storage.models import Job, JobStatus
+
+Prompt = Annotated[str, Field(max_length=10_000)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Steps = Annotated[int, Field(ge=1, le=200)]
+
+
+class StrictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("prompt", check_fields=False)
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is empty")
+        return value
+
+
+class GenerationExtensions(StrictRequest):
+    """Darkroom's own fields, sent by the SDK through `extra_body`."""
+
+    seed: Seed | None = None
+    num_inference_steps: Steps | None = None
+    negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class VideoCreateRequest(GenerationExtensions):
+    prompt: Prompt
+    model: str | None = None
+    seconds: str | None = None
+    size: str | None = None
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_as_string(cls, value: object) -> object:
+        # The SDK sends a string; JSON callers may send a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ImageRequestBase(GenerationExtensions):
+    prompt: Prompt
+    model: str | None = None
+    n: Annotated[int, Field(ge=1, le=10)] = 1
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] = "b64_json"
+    output_format: Literal["png", "webp", "jpeg"] = "png"
+    output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    # Accepted for compatibility; these models have no notion of them (documented in README).
+    quality: Literal["low", "medium", "high", "auto", "standard", "hd"] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    stream: bool = False
+    partial_images: Annotated[int, Field(ge=0, le=3)] | None = None
+
+
+class ImageGenerateRequest(ImageRequestBase):
+    style: Literal["vivid", "natural"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+
+
+class ImageEditRequest(ImageRequestBase):
+    input_fidelity: Literal["high", "low"] | None = None
+
+
+class ErrorObject(BaseModel):
+    code: str
+    message: str
+
+
+class Video(BaseModel):
+    id: str
+    object: Literal["video"] = "video"
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int
+    created_at: int
+    completed_at: int | None
+    expires_at: int | None
+    model: str
+    prompt: str | None
+    seconds: str
+    size: str
+    remixed_from_video_id: str | None = None
+    error: ErrorObject | None
+
+    @classmethod
+    def from_job(cls, job: Job) -> Video:
+        params = job.params
+        return cls(
+            id=job.id,
+            status=job.status,
+            progress=job.progress,
+            created_at=_unix(job.created_at),
+            completed_at=_unix(job.completed_at),
+            expires_at=_unix(job.expires_at),
+            model=job.model,
+            prompt=params.get("prompt"),
+            seconds=params["seconds"],
+            size=f"{params['width']}x{params['height']}",
+            error=_error_of(job),
+        )
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    output_format: str
+    size: str
+    background: str | None = None
+
+
+class ImageJob(BaseModel):
+    """`GET /v1/images/{id}`: Darkroom's extension to follow an image job past the wait bound."""
+
+    id: str
+    object: Literal["image.job"] = "image.job"
+    status: JobStatus
+    progress: int
+    created_at: int
+    completed_at: int | None
+    model: str
+    size: str
+    n: int
+    error: ErrorObject | None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    family: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+def _unix(moment) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+def _error_of(job: Job) -> ErrorObject | None:
+    if job.status != JobStatus.FAILED:
+        return None
+    return ErrorObject(code=job.error_code or "failed", message=job.error_message or "")

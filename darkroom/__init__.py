@@ -1,0 +1,1 @@
+"""Darkroom: an OpenAI-compatible backend for diffusion image and video generation."""

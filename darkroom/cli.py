@@ -1,0 +1,107 @@
+"""The `darkroom` command: serve the API, run a worker, run both embedded, migrate, build models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from darkroom.settings import Settings, get_settings
+
+log = logging.getLogger("darkroom")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    from storage.db import upgrade_schema
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(settings.resolved_database_url)
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from worker.main import run_worker
+
+    run_worker(settings, loglevel=args.log_level)
+
+
+def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.loader import resolve_model_path
+    from pipelines.registry import TINY_MODELS, get_model
+
+    for name in args.names or TINY_MODELS:
+        print(resolve_model_path(get_model(name), settings.resolved_models_dir))
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    """Embedded mode: migrate, start one worker process, serve the API; stop both together."""
+    import uvicorn
+
+    from api.app import create_app
+
+    cmd_migrate(settings, args)
+    worker = subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, "worker"])
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
+
+    def watch_worker() -> None:
+        code = worker.wait()
+        if not server.should_exit:
+            log.error("the worker exited with code %s; stopping the API", code)
+            server.should_exit = True
+
+    threading.Thread(target=watch_worker, daemon=True).start()
+    log.info("serving http://%s:%s/v1 with one worker (data in %s)", args.host, args.port, settings.data_dir)
+    try:
+        server.run()
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    for name, func, help_text in (
+        ("run", cmd_run, "migrate, then serve the API and one worker (embedded default)"),
+        ("api", cmd_api, "serve the HTTP API"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+        sub.set_defaults(func=func)
+    commands.add_parser("worker", help="run a GPU worker for the models in DARKROOM_MODELS").set_defaults(
+        func=cmd_worker
+    )
+    commands.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=cmd_migrate)
+    build = commands.add_parser("build-tiny-models", help="create the tiny offline models in the models dir")
+    build.add_argument("names", nargs="*")
+    build.set_defaults(func=cmd_build_tiny)
+
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    args.func(get_settings(), args)
+
+
+if __name__ == "__main__":
+    main()

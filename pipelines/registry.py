@@ -1,0 +1,207 @@
+"""Model names -> family, defaults and limits.
+
+Pure data, no torch: the API validates sizes, seconds and counts against these specs, and the
+worker loads and runs them. Real entries name a Hugging Face repository; `tiny-*` entries are
+randomly initialised pipelines of the same classes that `pipelines.tiny` builds offline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Family(StrEnum):
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_EDIT = "image-edit"
+    TEXT_TO_VIDEO = "text-to-video"
+
+
+_SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Allowed output sizes: both sides a multiple of `multiple`, within [min_side, max_side]."""
+
+    default: tuple[int, int]  # (width, height)
+    multiple: int
+    min_side: int
+    max_side: int
+
+    def describe(self) -> str:
+        return (
+            f"WIDTHxHEIGHT with each side a multiple of {self.multiple} "
+            f"between {self.min_side} and {self.max_side}"
+        )
+
+    def parse(self, size: str) -> tuple[int, int]:
+        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed."""
+        match = _SIZE_PATTERN.match(size.strip())
+        if not match:
+            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe()}")
+        width, height = int(match.group(1)), int(match.group(2))
+        for side in (width, height):
+            if not self.min_side <= side <= self.max_side or side % self.multiple:
+                raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
+        return width, height
+
+    def fit(self, width: int, height: int) -> tuple[int, int]:
+        """The allowed size closest to an input image's aspect ratio, at most the default area."""
+        area = self.default[0] * self.default[1]
+        scale = min(1.0, (area / (width * height)) ** 0.5)
+        return self._clamp(width * scale), self._clamp(height * scale)
+
+    def _clamp(self, side: float) -> int:
+        rounded = max(self.multiple, round(side / self.multiple) * self.multiple)
+        return min(self.max_side, max(self.min_side, rounded))
+
+
+@dataclass(frozen=True)
+class FrameRule:
+    """`seconds` -> frame count at the model's frame rate, rounded up to 4k+1 (Wan's VAE rule)."""
+
+    fps: int
+    allowed_seconds: tuple[str, ...]
+    default_seconds: str
+
+    def frames_for(self, seconds: str) -> int:
+        if seconds not in self.allowed_seconds:
+            raise ValueError(
+                f"seconds {seconds!r} is not allowed for this model; "
+                f"allowed: {', '.join(self.allowed_seconds)}"
+            )
+        wanted = int(seconds) * self.fps
+        return 4 * -(-wanted // 4) + 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: Family
+    pipeline_class: str  # diffusers class name
+    source: str  # Hugging Face repo id, or the tiny builder's name for `tiny-*`
+    size: SizeRule
+    steps: int
+    dtype: str  # torch dtype name the weights are loaded in
+    owned_by: str
+    frames: FrameRule | None = None
+    guidance_scale: float | None = None
+    true_cfg_scale: float | None = None
+    negative_prompt: str | None = None
+    max_images: int = 4  # `n`
+    max_input_images: int = 0  # image inputs an edit accepts
+    # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
+    # model sets this to its own output area so an edit does not take a minute on a CPU.
+    edit_vae_image_area: int | None = None
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name.startswith("tiny-")
+
+
+_WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, "
+    "images, static, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
+    "incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, "
+    "misshapen limbs, fused fingers, still picture, messy background, three legs, many people in "
+    "the background, walking backwards"
+)
+_TINY_SIZE = SizeRule(default=(64, 64), multiple=16, min_side=16, max_side=256)
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="Qwen/Qwen-Image",
+            family=Family.TEXT_TO_IMAGE,
+            pipeline_class="QwenImagePipeline",
+            source="Qwen/Qwen-Image",
+            size=SizeRule(default=(1328, 1328), multiple=16, min_side=256, max_side=2048),
+            steps=50,
+            true_cfg_scale=4.0,
+            negative_prompt=" ",
+            dtype="bfloat16",
+            owned_by="Qwen",
+        ),
+        ModelSpec(
+            name="Qwen/Qwen-Image-Edit-2511",
+            family=Family.IMAGE_EDIT,
+            pipeline_class="QwenImageEditPlusPipeline",
+            source="Qwen/Qwen-Image-Edit-2511",
+            size=SizeRule(default=(1024, 1024), multiple=16, min_side=256, max_side=2048),
+            steps=40,
+            true_cfg_scale=4.0,
+            guidance_scale=1.0,
+            negative_prompt=" ",
+            max_input_images=3,
+            dtype="bfloat16",
+            owned_by="Qwen",
+        ),
+        ModelSpec(
+            name="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            family=Family.TEXT_TO_VIDEO,
+            pipeline_class="WanPipeline",
+            source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            size=SizeRule(default=(832, 480), multiple=16, min_side=256, max_side=1280),
+            frames=FrameRule(fps=16, allowed_seconds=("1", "2", "3", "4", "5"), default_seconds="5"),
+            steps=50,
+            guidance_scale=5.0,
+            negative_prompt=_WAN_NEGATIVE_PROMPT,
+            max_images=1,
+            dtype="bfloat16",
+            owned_by="Wan-AI",
+        ),
+        ModelSpec(
+            name="tiny-qwen-image",
+            family=Family.TEXT_TO_IMAGE,
+            pipeline_class="QwenImagePipeline",
+            source="tiny-qwen-image",
+            size=_TINY_SIZE,
+            steps=4,
+            true_cfg_scale=4.0,
+            negative_prompt=" ",
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+        ModelSpec(
+            name="tiny-qwen-image-edit",
+            family=Family.IMAGE_EDIT,
+            pipeline_class="QwenImageEditPlusPipeline",
+            source="tiny-qwen-image-edit",
+            size=_TINY_SIZE,
+            steps=4,
+            true_cfg_scale=4.0,
+            guidance_scale=1.0,
+            negative_prompt=" ",
+            max_input_images=3,
+            edit_vae_image_area=64 * 64,
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+        ModelSpec(
+            name="tiny-wan",
+            family=Family.TEXT_TO_VIDEO,
+            pipeline_class="WanPipeline",
+            source="tiny-wan",
+            size=_TINY_SIZE,
+            frames=FrameRule(
+                fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
+            ),
+            steps=4,
+            guidance_scale=5.0,
+            negative_prompt="low quality",
+            max_images=1,
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+    )
+}
+
+TINY_MODELS: tuple[str, ...] = tuple(name for name in REGISTRY if name.startswith("tiny-"))
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec for `name`; KeyError if the registry has no such model."""
+    return REGISTRY[name]

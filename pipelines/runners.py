@@ -1,0 +1,180 @@
+"""Run one generation request through a loaded diffusers pipeline.
+
+One runner per family. Each `run` reads top to bottom: build the pipeline's keyword arguments
+from the request, call the pipeline with a step callback, turn its output into our result type.
+What they share (seeding, the step callback, stage timings) is in `Runner`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
+
+from pipelines.registry import ModelSpec
+from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
+
+
+class _StageClock:
+    """Times one pipeline call by stage and forwards step progress to `on_step`.
+
+    encode:  call start -> first transformer forward (prompt encoding, input images, latents)
+    denoise: first transformer forward -> last step callback
+    decode:  last step callback -> call end (VAE decode and post-processing)
+    """
+
+    def __init__(self, total_steps: int, on_step: StepCallback | None) -> None:
+        self.total_steps = total_steps
+        self.on_step = on_step
+        self.started = time.perf_counter()
+        self.first_forward: float | None = None
+        self.last_step: float | None = None
+
+    def before_transformer(self, module: torch.nn.Module, args: tuple) -> None:
+        if self.first_forward is None:
+            self.first_forward = time.perf_counter()
+
+    def step_end(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+        self.last_step = time.perf_counter()
+        if self.on_step is not None:
+            # An exception here propagates out of the pipeline: diffusers stops at once, skips
+            # decoding, and the pipeline stays reusable. This is how a job is cancelled.
+            self.on_step(step_index + 1, self.total_steps)
+        return {}
+
+    def timings(self) -> dict[str, float]:
+        ended = time.perf_counter()
+        first = self.first_forward or self.started
+        last = self.last_step or first
+        return {
+            "pipeline": ended - self.started,
+            "encode": first - self.started,
+            "denoise": last - first,
+            "decode": ended - last,
+        }
+
+
+class Runner:
+    """Holds a loaded pipeline; `run` turns a request into an output."""
+
+    def __init__(self, spec: ModelSpec, pipeline: Any) -> None:
+        self.spec = spec
+        self.pipeline = pipeline
+
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
+        raise NotImplementedError
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.pipeline.device).manual_seed(seed)
+
+    def _call(
+        self, kwargs: dict[str, Any], total_steps: int, on_step: StepCallback | None
+    ) -> tuple[Any, dict[str, float]]:
+        """Call the pipeline, timing its stages; returns (pipeline output, timings)."""
+        clock = _StageClock(total_steps, on_step)
+        hook = self.pipeline.transformer.register_forward_pre_hook(clock.before_transformer)
+        try:
+            output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
+        finally:
+            hook.remove()
+        return output, clock.timings()
+
+
+def _common_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+        "num_inference_steps": request.num_inference_steps,
+        "generator": generator,
+    }
+    # The caller has applied the model's defaults: a None here means "not used by this request".
+    if request.negative_prompt is not None:
+        kwargs["negative_prompt"] = request.negative_prompt
+    return kwargs
+
+
+def _rgb_images(images: list, request: GenerationRequest) -> list:
+    result = [image.convert("RGB") for image in images]
+    for image in result:
+        if image.size != (request.width, request.height):
+            raise RuntimeError(
+                f"pipeline returned a {image.size[0]}x{image.size[1]} image for a "
+                f"{request.width}x{request.height} request"
+            )
+    return result
+
+
+class TextToImageRunner(Runner):
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+        kwargs = _common_kwargs(request, self._generator(request.seed))
+        kwargs["num_images_per_prompt"] = request.num_images
+        if request.true_cfg_scale is not None:
+            kwargs["true_cfg_scale"] = request.true_cfg_scale
+        if request.guidance_scale is not None:
+            kwargs["guidance_scale"] = request.guidance_scale
+
+        output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+        return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
+
+
+@contextmanager
+def _edit_vae_image_area(area: int | None) -> Iterator[None]:
+    """Set the edit pipeline's VAE input area (a module constant) for the duration of a call.
+
+    `QwenImageEditPlusPipeline` resizes every input image to `VAE_IMAGE_SIZE` (about 1 MP) before
+    encoding it with the VAE, whatever the output size. For a tiny model that turns a 0.2 s edit
+    into a minute on a CPU, so its spec asks for a smaller area. The worker runs one job at a
+    time per process, so patching the module for the call is safe.
+    """
+    if area is None:
+        yield
+        return
+    saved = pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE
+    pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE = area
+    try:
+        yield
+    finally:
+        pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE = saved
+
+
+class ImageEditRunner(Runner):
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+        if not 1 <= len(request.images) <= self.spec.max_input_images:
+            raise ValueError(
+                f"{self.spec.name} edits 1 to {self.spec.max_input_images} input images, "
+                f"got {len(request.images)}"
+            )
+        kwargs = _common_kwargs(request, self._generator(request.seed))
+        kwargs["image"] = [image.convert("RGB") for image in request.images]
+        kwargs["num_images_per_prompt"] = request.num_images
+        if request.true_cfg_scale is not None:
+            kwargs["true_cfg_scale"] = request.true_cfg_scale
+        if request.guidance_scale is not None:
+            kwargs["guidance_scale"] = request.guidance_scale
+
+        with _edit_vae_image_area(self.spec.edit_vae_image_area):
+            output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+        return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
+
+
+class TextToVideoRunner(Runner):
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> VideoOutput:
+        if request.num_frames is None or self.spec.frames is None:
+            raise ValueError(f"{self.spec.name} needs num_frames for a video request")
+        kwargs = _common_kwargs(request, self._generator(request.seed))
+        kwargs["num_frames"] = request.num_frames
+        kwargs["output_type"] = "np"
+        if request.guidance_scale is not None:
+            kwargs["guidance_scale"] = request.guidance_scale
+
+        output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+        # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
+        frames = np.clip(output.frames[0], 0.0, 1.0)
+        frames = (frames * 255.0).round().astype(np.uint8)
+        return VideoOutput(frames=frames, fps=self.spec.frames.fps, timings=timings)

@@ -1,0 +1,43 @@
+"""The small typed values that cross the boundary between the worker and the pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+# Called after each denoising step with (steps_done, total_steps). It may raise to abort the run:
+# diffusers then stops at once without decoding and the pipeline stays reusable.
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    width: int
+    height: int
+    seed: int
+    num_inference_steps: int
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
+    true_cfg_scale: float | None = None
+    num_images: int = 1
+    num_frames: int | None = None  # video families only
+    images: tuple[Image.Image, ...] = ()  # image-edit inputs, RGB
+
+
+@dataclass
+class ImageOutput:
+    images: list[Image.Image]
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+@dataclass
+class VideoOutput:
+    frames: np.ndarray  # (frames, height, width, 3) uint8
+    fps: int
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,182 @@
+"""Blob storage behind one small interface, with S3 and local-directory implementations.
+
+Both raise `BlobNotFound` for a missing key and raise (never return None) on a failed write, so a
+job can never be marked completed without its output. `tests/unit/test_blob_store.py` runs one
+contract suite against both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+CHUNK_SIZE = 1024 * 1024
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    size: int
+    content_type: str
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def head(self, key: str) -> BlobInfo: ...
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]: ...
+    def delete(self, key: str) -> None: ...  # missing keys are not an error
+    def delete_prefix(self, prefix: str) -> None: ...
+    def check(self) -> None: ...  # raises if the store cannot be reached
+
+
+def _validate_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """Files under a directory; the content type is kept in a sidecar file next to each blob."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a reader never sees half a file.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+        path.with_name(path.name + ".content-type").write_text(content_type)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+
+    def head(self, key: str) -> BlobInfo:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            content_type = path.with_name(path.name + ".content-type").read_text()
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        return BlobInfo(size=size, content_type=content_type)
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        return _read_chunks(handle, chunk_size)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".content-type").unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise OSError(f"blob directory {self.root} is not writable")
+
+
+def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk
+
+
+class S3BlobStore:
+    """Any S3-compatible endpoint (AWS, MinIO, moto...) through boto3."""
+
+    def __init__(self, client, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return self.prefix + _validate_key(key)
+
+    def _is_missing(self, error) -> bool:
+        return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+        )
+
+    def get(self, key: str) -> bytes:
+        return b"".join(self.iter_chunks(key))
+
+    def head(self, key: str) -> BlobInfo:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if self._is_missing(error):
+                raise BlobNotFound(key) from None
+            raise
+        return BlobInfo(size=response["ContentLength"], content_type=response["ContentType"])
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if self._is_missing(error):
+                raise BlobNotFound(key) from None
+            raise
+        return response["Body"].iter_chunks(chunk_size)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        full_prefix = self.prefix + _validate_key(prefix.rstrip("/")) + "/"
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+            objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+
+    def check(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+def make_blob_store(settings) -> BlobStore:
+    """S3 when the settings name a bucket, else a directory under the data dir."""
+    if not settings.s3_bucket:
+        return LocalBlobStore(settings.data_dir / "blobs")
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+    )
+    return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix)

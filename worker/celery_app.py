@@ -1,0 +1,63 @@
+"""The Celery app and all of its policy in one place. Torch-free: the API imports it to publish.
+
+Long GPU jobs shape every choice here: a message is acknowledged only after its job has ended
+(`acks_late`), a worker takes one message at a time (prefetch 1), a worker child that dies gives
+its message back (`reject_on_worker_lost`), and Redis's visibility timeout outlasts the longest job
+so no second worker is handed a job still running. Messages are JSON and carry a job id only.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from darkroom.settings import Settings
+
+GENERATE_TASK = "darkroom.generate"
+
+
+def queue_for(model: str) -> str:
+    """One queue per model, so each worker consumes exactly the models it holds resident."""
+    return "darkroom.generate." + model.replace("/", "--")
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("darkroom", broker=settings.resolved_broker_url, set_as_current=False)
+    transport_options: dict[str, object] = {
+        "visibility_timeout": settings.broker_visibility_timeout_s
+    }
+    if settings.broker_is_embedded:
+        queue_dir = (settings.data_dir / "broker").resolve()
+        (queue_dir / "processed").mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "processed_folder": str(queue_dir / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        # Publishing happens inside an HTTP request: fail fast and tell the client.
+        broker_connection_timeout=3,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        # The child loads its pipelines before it reports up; real weights take minutes.
+        worker_proc_alive_timeout=settings.pipeline_load_timeout_s,
+        task_queues=[Queue(queue_for(model)) for model in settings.models],
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def publish_generate(app: Celery, job_id: str, model: str) -> None:
+    app.send_task(GENERATE_TASK, args=[job_id], queue=queue_for(model), retry=True)
