@@ -73,7 +73,8 @@ async def read_body(
     try:
         return model.model_validate(data), files
     except ValidationError as error:
-        raise validation_error(list(error.errors())) from None
+        # Locate the errors in the body, as FastAPI's own validation does.
+        raise validation_error([{**item, "loc": ("body", *item["loc"])} for item in error.errors()]) from None
 
 
 def _bracket_to_dotted(name: str) -> str:
@@ -108,29 +109,26 @@ async def read_image_upload(
         raise APIError(
             413, f"Image '{upload.filename}' is over the {max_bytes} byte limit.", param=field, code="file_too_large"
         )
+    too_large = APIError(
+        400, f"Image '{upload.filename}' is over the {max_pixels} pixel limit.", param=field, code="image_too_large"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise APIError(
-                    400,
-                    f"Image '{upload.filename}' is {width}x{height}; the limit is {max_pixels} pixels.",
-                    param=field,
-                    code="image_too_large",
-                )
+                raise too_large
             if image.format not in _ALLOWED_IMAGE_FORMATS:
                 raise bad_request(
-                    f"Image '{upload.filename}' is {image.format or 'not an image'}; "
-                    "send PNG, JPEG or WebP.",
+                    f"Image '{upload.filename}' is {image.format}; send PNG, JPEG or WebP.",
                     param=field,
                     code="invalid_image_format",
                 )
             image.load()  # decode once, so a truncated or corrupt file is refused here
-    except APIError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise too_large from None
+    except (OSError, SyntaxError, ValueError):
         raise bad_request(
             f"File '{upload.filename}' is not a valid PNG, JPEG or WebP image.",
             param=field,

@@ -284,6 +284,9 @@ def build_tiny_model(name: str, target: Path) -> None:
     with FileLock(str(target.parent / f".{target.name}.lock")):
         if target.exists():
             return
+        # Holding the lock, any staging directory left here is from a build that crashed.
+        for stale in target.parent.glob(f".{target.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
         try:
             # Fork the RNG so building does not disturb the caller's global torch seed.

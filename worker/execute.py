@@ -102,7 +102,7 @@ def execute(ctx: WorkerContext, job_id: str) -> None:
             log.info("job %s was cancelled during upload; removing its outputs", job_id)
             ctx.blobs.delete_prefix(f"outputs/{job_id}")
             return
-        log.info("job %s completed in %.3f s", job_id, sum(timings.values()) - timings["queue_wait"])
+        log.info("job %s completed: %s", job_id, timings)
 
 
 def _run(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, float]):
@@ -163,7 +163,8 @@ def _encode(job: Job, output: ImageOutput | VideoOutput):
             meta = {"fps": output.fps, "frames": int(output.frames.shape[0]), "width": int(width), "height": int(height)}
             return {f"outputs/{job.id}/video.mp4": (data, "video/mp4")}, meta
         fmt = job.params.get("output_format", "png")
-        quality = job.params.get("output_compression")
+        compression = job.params.get("output_compression")
+        quality = 90 if compression is None else compression
         blobs_out = {
             f"outputs/{job.id}/{index}.{fmt}": (encode_image(image, fmt, quality=quality), _IMAGE_CONTENT_TYPES[fmt])
             for index, image in enumerate(output.images)

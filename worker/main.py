@@ -56,6 +56,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def _load_pipelines(**_kwargs) -> None:
         global _context
         _context = build_context(settings, socket.gethostname())
+        log.info("worker ready: serving %s", ", ".join(settings.models))
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
