@@ -10,7 +10,7 @@ from pathlib import Path
 
 import diffusers
 import torch
-from huggingface_hub import snapshot_download
+from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from pipelines import processor_compat
@@ -46,16 +46,22 @@ def resolve_model_path(spec: ModelSpec, models_dir: Path) -> Path:
     except LocalEntryNotFoundError as exc:
         raise ModelNotAvailableError(
             f"model {spec.name!r} is not available: no directory {local} and no "
-            f"{spec.source!r} snapshot in the Hugging Face cache. Download it into one of them "
+            f"{spec.source!r} snapshot in the Hugging Face cache ({constants.HF_HUB_CACHE}). "
+            "Download it into one of them "
             f"(e.g. `hf download {spec.source} --local-dir {local}`)."
         ) from exc
 
 
-def load_pipeline(spec: ModelSpec, models_dir: Path, device: str = "cpu") -> diffusers.DiffusionPipeline:
+def load_pipeline(
+    spec: ModelSpec, models_dir: Path, device: str = "cpu"
+) -> diffusers.DiffusionPipeline:
     path = resolve_model_path(spec, models_dir)
     pipeline_class = getattr(diffusers, spec.pipeline_class)
     extra = {}
-    if spec.pipeline_class == "QwenImageEditPlusPipeline" and not processor_compat.torchvision_available():
+    if (
+        spec.pipeline_class == "QwenImageEditPlusPipeline"
+        and not processor_compat.torchvision_available()
+    ):
         # Only without torchvision: see pipelines/processor_compat.py.
         extra["processor"] = processor_compat.load_processor(path)
     pipeline = pipeline_class.from_pretrained(path, dtype=getattr(torch, spec.dtype), **extra)

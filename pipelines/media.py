@@ -39,7 +39,9 @@ class VideoInfo:
 def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 90) -> bytes:
     """`image` as PNG, JPEG or WebP bytes; `quality` applies to the lossy formats."""
     if fmt not in IMAGE_FORMATS:
-        raise ValueError(f"image format {fmt!r} is not supported; expected one of {', '.join(IMAGE_FORMATS)}")
+        raise ValueError(
+            f"image format {fmt!r} is not supported; expected one of {', '.join(IMAGE_FORMATS)}"
+        )
     buffer = io.BytesIO()
     if fmt == "png":
         image.save(buffer, format="PNG")
@@ -76,12 +78,16 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
 def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 18) -> bytes:
     """H.264 (yuv420p) MP4 of `frames` (T, H, W, 3) uint8, index at the front for streaming."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"expected (frames, height, width, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+        raise ValueError(
+            f"expected (frames, height, width, 3) uint8 frames, got {frames.shape} {frames.dtype}"
+        )
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even sides, got {width}x{height}")
     if VIDEO_CODEC not in av.codecs_available:
-        raise RuntimeError(f"this PyAV build's ffmpeg has no {VIDEO_CODEC} encoder; cannot write H.264")
+        raise RuntimeError(
+            f"this PyAV build's ffmpeg has no {VIDEO_CODEC} encoder; cannot write H.264"
+        )
 
     # +faststart: at close ffmpeg moves the index (`moov`) to the front so the file plays while
     # downloading. That second pass reopens the output by name, so it cannot write to a
@@ -94,7 +100,9 @@ def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 18) -> bytes:
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
     height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+    with av.open(
+        str(path), mode="w", format="mp4", options={"movflags": "+faststart"}
+    ) as container:
         stream = container.add_stream(VIDEO_CODEC, rate=fps)
         stream.width = width
         stream.height = height

@@ -20,7 +20,7 @@ on disk depends on this module.
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -31,15 +31,23 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 PROCESSOR_SUBFOLDER = "processor"
 
 
+@functools.cache
 def torchvision_available() -> bool:
-    return importlib.util.find_spec("torchvision") is not None
+    """Whether torchvision imports: installed is not enough (CUDA-only wheels fail on CPU torch)."""
+    try:
+        import torchvision  # noqa: F401
+    except (ImportError, OSError, RuntimeError):  # missing; missing CUDA libraries; op mismatch
+        return False
+    return True
 
 
 class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
     """`Qwen2VLProcessor` without a video processor (which needs torchvision)."""
 
     # transformers derives a processor's parts from its `__init__` parameters: leaving out
-    # `video_processor` here is what drops it.
+    # `video_processor` here is what drops it. (Qwen2VLProcessor.__init__ still hands a None
+    # video processor on positionally; ProcessorMixin pairs positional arguments with the parts
+    # it knows, so that None is ignored. Checked against transformers 5.23.)
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         super().__init__(
             image_processor=image_processor,
@@ -53,7 +61,9 @@ class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
 def build_processor(tokenizer, *, max_pixels: int | None = None) -> Qwen2VLImageOnlyProcessor:
     """A processor around `tokenizer` with the stock Qwen2-VL image settings."""
     image_processor = (
-        Qwen2VLImageProcessorPil(max_pixels=max_pixels) if max_pixels else Qwen2VLImageProcessorPil()
+        Qwen2VLImageProcessorPil(max_pixels=max_pixels)
+        if max_pixels
+        else Qwen2VLImageProcessorPil()
     )
     return Qwen2VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer)
 

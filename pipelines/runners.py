@@ -168,7 +168,9 @@ class TextToVideoRunner(Runner):
         if request.num_frames is None or self.spec.frames is None:
             raise ValueError(f"{self.spec.name} needs num_frames for a video request")
         if request.num_images != 1:
-            raise ValueError(f"{self.spec.name} makes one video per request, not {request.num_images}")
+            raise ValueError(
+                f"{self.spec.name} makes one video per request, not {request.num_images}"
+            )
         kwargs = _common_kwargs(request, self._generator(request.seed))
         kwargs["num_frames"] = request.num_frames
         kwargs["output_type"] = "np"

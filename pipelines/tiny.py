@@ -60,12 +60,16 @@ QWEN_SPECIAL_TOKENS = (
 # Training text: the pipelines' own prompt templates (specials removed) and a few prompts, so
 # the prompts the tests and templates use tokenize into sensible pieces.
 _CORPUS = (
-    "Describe the image by detailing the color, shape, size, texture, quantity, text, spatial "
-    "relationships of the objects and background:",
-    "Describe the key features of the input image (color, shape, size, texture, objects, "
-    "background), then explain how the user's text instruction should alter or modify the image. "
-    "Generate a new image that meets the user's requirements while maintaining consistency with "
-    "the original input where appropriate.",
+    (
+        "Describe the image by detailing the color, shape, size, texture, quantity, text, "
+        "spatial relationships of the objects and background:"
+    ),
+    (
+        "Describe the key features of the input image (color, shape, size, texture, objects, "
+        "background), then explain how the user's text instruction should alter or modify the "
+        "image. Generate a new image that meets the user's requirements while maintaining "
+        "consistency with the original input where appropriate."
+    ),
     "system\nuser\nassistant\nPicture 1: Picture 2: Picture 3: ",
     "A red fox sitting in the snow at sunset, photograph.",
     "A cat walking on the grass, cinematic video, low quality, blurred details.",

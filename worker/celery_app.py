@@ -33,6 +33,7 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "processed_folder": str(queue_dir / "processed"),
+            "control_folder": str(queue_dir / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         }

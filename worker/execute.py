@@ -120,8 +120,9 @@ def _run(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, floa
         except Exception as error:
             log.exception("pipeline error on job %s", job.id)
             raise JobFailure("generation_failed", f"The model failed: {type(error).__name__}: {error}") from error
-    timings.update({f"pipeline.{name}": round(value, 4) for name, value in output.timings.items()})
-    with _stage(timings, "encode"):
+    # The model's own stages: prompt and input encoding, denoising, VAE decode.
+    timings.update({f"model.{name}": round(value, 4) for name, value in output.timings.items() if name != "pipeline"})
+    with _stage(timings, "encode_output"):
         blobs_out, output_meta = _encode(job, output)
     with _stage(timings, "upload"):
         try:

@@ -28,8 +28,12 @@ _context: WorkerContext | None = None
 
 
 def build_context(settings: Settings, hostname: str) -> WorkerContext:
+    from diffusers.utils import logging as diffusers_logging
+
     from pipelines.loader import load_runner
     from pipelines.registry import get_model
+
+    diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
 
     runners = {}
     for name in settings.models:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,18 @@ import openai
 import pytest
 
 from storage.db import upgrade_schema
-from tests.conftest import free_port, make_bucket, stop, wait_for_port
+from tests.processes import (
+    WORKER_READY,
+    dump_logs,
+    free_port,
+    make_bucket,
+    spawn,
+    stop,
+    wait_for_log,
+    wait_for_port,
+)
 
 KEY_A, KEY_B = "sk-test-tenant-a", "sk-test-tenant-b"
-WORKER_READY = "worker ready: serving"
 
 
 @dataclass
@@ -37,28 +43,6 @@ class Stack:
 def models_dir(tmp_path_factory) -> Path:
     """The tiny models are built once per session, then loaded by every worker from disk."""
     return tmp_path_factory.mktemp("models")
-
-
-def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited ({process.returncode}):\n{path.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{text!r} not seen in {path} within {timeout} s:\n{path.read_text(errors='replace')[-4000:]}")
-
-
-def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "darkroom.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def dump_logs(*paths: Path) -> None:
-    for path in paths:
-        if path.exists():
-            print(f"----- {path.name} -----\n{path.read_text(errors='replace')[-6000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import free_port, stop, wait_for_port
-from tests.integration.conftest import WORKER_READY, spawn, wait_for_log
+from tests.processes import WORKER_READY, free_port, spawn, stop, wait_for_log, wait_for_port
 
 
 @pytest.fixture

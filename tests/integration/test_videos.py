@@ -4,11 +4,15 @@ auto-pagination, delete, and tenant isolation."""
 from __future__ import annotations
 
 import io
+import time
 
 import av
 import httpx
 import openai
 import pytest
+from sqlalchemy import create_engine, select
+
+from storage.models import Job
 
 from tests.integration.conftest import KEY_A
 
@@ -33,6 +37,21 @@ def test_create_and_poll_then_download_a_playable_mp4(client):
     assert client.videos.retrieve(video.id).model_dump() == video.model_dump()
 
 
+def test_a_completed_job_records_its_stage_timings_and_media_facts(client, stack):
+    video = client.videos.create_and_poll(model="tiny-wan", prompt="timed", size="32x32", seconds="1")
+    engine = create_engine(stack.env["DARKROOM_DATABASE_URL"])
+    with engine.connect() as connection:
+        job = connection.execute(select(Job).where(Job.id == video.id)).one()
+    engine.dispose()
+    assert set(job.timings) == {
+        "queue_wait", "load_inputs", "pipeline", "model.encode", "model.denoise", "model.decode",
+        "encode_output", "upload",
+    }
+    assert all(value >= 0 for value in job.timings.values())
+    assert job.output_meta == {"fps": 8, "frames": 9, "width": 32, "height": 32}
+    assert (job.attempts, job.output_keys) == (1, [f"outputs/{video.id}/video.mp4"])
+
+
 def test_defaults_apply_when_size_and_seconds_are_omitted(client):
     video = client.videos.create_and_poll(model="tiny-wan", prompt="waves")
     assert (video.status, video.size, video.seconds) == ("completed", "64x64", "1")
@@ -54,6 +73,12 @@ def test_a_running_video_read_carries_poll_after_and_delete_cancels_it(client):
     )
     raw = client.videos.with_raw_response.retrieve(slow.id)
     assert raw.parse().status in ("queued", "in_progress")
+    # Progress is written from the step callback while it runs.
+    deadline = time.monotonic() + 60
+    while (running := client.videos.retrieve(slow.id)).progress == 0:
+        assert running.status in ("queued", "in_progress") and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert running.status == "in_progress" and 0 < running.progress < 100
     assert 50 <= int(raw.headers["openai-poll-after-ms"]) <= 2000
     with pytest.raises(openai.NotFoundError) as not_ready:
         client.videos.download_content(slow.id)

@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from storage.blobs import BlobNotFound, LocalBlobStore, S3BlobStore
-from tests.conftest import make_bucket
+from tests.processes import make_bucket
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -27,7 +27,7 @@ def test_real_model_missing_everywhere_names_both_places(tmp_path, empty_hf_cach
         resolve_model_path(get_model("Qwen/Qwen-Image"), tmp_path / "models")
     message = str(caught.value)
     assert str(tmp_path / "models" / "Qwen" / "Qwen-Image") in message
-    assert "Hugging Face cache" in message
+    assert f"Hugging Face cache ({empty_hf_cache})" in message
 
 
 def test_real_model_in_models_dir_is_used(tmp_path, empty_hf_cache):
@@ -47,7 +47,10 @@ def test_loaded_tiny_pipelines_use_the_spec_dtype(t2i_runner, video_runner):
     assert video_runner.pipeline.text_encoder.dtype == torch.float32
 
 
-@pytest.mark.skipif(processor_compat.torchvision_available(), reason="the adaptation is for hosts without torchvision")
+@pytest.mark.skipif(
+    processor_compat.torchvision_available(),
+    reason="the adaptation is for hosts without torchvision",
+)
 def test_edit_pipeline_gets_the_image_only_processor_without_torchvision(edit_runner):
     assert isinstance(edit_runner.pipeline.processor, processor_compat.Qwen2VLImageOnlyProcessor)
 

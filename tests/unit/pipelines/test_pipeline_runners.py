@@ -48,7 +48,10 @@ def test_text_to_image_same_seed_same_pixels_other_seed_differs(t2i_runner, make
 
 def test_on_step_is_called_once_per_step_in_order(t2i_runner, make_request):
     calls: list[tuple[int, int]] = []
-    t2i_runner.run(make_request("tiny-qwen-image", num_inference_steps=5), on_step=lambda d, t: calls.append((d, t)))
+    t2i_runner.run(
+        make_request("tiny-qwen-image", num_inference_steps=5),
+        on_step=lambda d, t: calls.append((d, t)),
+    )
 
     assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
@@ -74,7 +77,9 @@ def test_exception_from_on_step_aborts_and_runner_stays_usable(t2i_runner, make_
 # --- image edit -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sizes", [[(64, 64)], [(64, 64), (96, 48)], [(32, 32), (48, 80), (64, 64)]])
+@pytest.mark.parametrize(
+    "sizes", [[(64, 64)], [(64, 64), (96, 48)], [(32, 32), (48, 80), (64, 64)]]
+)
 def test_edit_with_one_to_three_inputs(edit_runner, make_request, sizes):
     images = tuple(input_image(w, h, seed) for seed, (w, h) in enumerate(sizes))
     steps: list[int] = []
@@ -170,3 +175,8 @@ def test_video_abort_then_reuse(video_runner, make_request):
     with pytest.raises(Cancelled):
         video_runner.run(request, on_step=cancel)
     assert np.array_equal(video_runner.run(request).frames, expected.frames)
+
+
+def test_video_refuses_more_than_one_video(video_runner, make_request):
+    with pytest.raises(ValueError, match="one video per request"):
+        video_runner.run(make_request("tiny-wan", num_images=2))

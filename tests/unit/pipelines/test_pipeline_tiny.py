@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from pipelines.registry import TINY_MODELS
-from pipelines.tiny import QWEN_SPECIAL_TOKENS, TINY_BUILDERS, build_qwen_tokenizer, build_tiny_model
+from pipelines.tiny import (
+    QWEN_SPECIAL_TOKENS,
+    TINY_BUILDERS,
+    build_qwen_tokenizer,
+    build_tiny_model,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
