@@ -73,8 +73,9 @@ def run_image(client: httpx.Client, base: str) -> tuple[str, float]:
     return url.split("/images/")[1].split("/")[0], time.perf_counter() - started
 
 
-def overheads(engine, results: list[tuple[str, float]]) -> list[float]:
-    """Latency minus the pipeline's time minus the wait behind other jobs on the one worker."""
+def overheads(engine, results: list[tuple[str, float]]) -> tuple[list[float], dict[str, float]]:
+    """Latency minus the pipeline's time minus the wait behind other jobs on the one worker;
+    and the mean of each stage the worker timed outside the model, in ms."""
     with engine.connect() as connection:
         rows = connection.execute(select(Job).order_by(Job.started_at)).all()
     jobs = {row.id: row for row in rows}
@@ -91,7 +92,10 @@ def overheads(engine, results: list[tuple[str, float]]) -> list[float]:
             busy_wait = max(0.0, min((previous_end[job_id] - job.created_at).total_seconds(),
                                      (job.started_at - job.created_at).total_seconds()))
         values.append(latency - job.timings["pipeline"] - busy_wait)
-    return values
+    measured = [jobs[job_id].timings for job_id, _ in results]
+    stages = ("load_inputs", "encode_output", "upload")
+    means = {stage: 1000 * sum(t[stage] for t in measured) / len(measured) for stage in stages}
+    return values, means
 
 
 def measure(name, job, base, engine, clients: int, jobs_per_client: int) -> None:
@@ -110,13 +114,16 @@ def measure(name, job, base, engine, clients: int, jobs_per_client: int) -> None
         for future in [pool.submit(client_loop) for _ in range(clients)]:
             future.result()
     elapsed = time.perf_counter() - started
-    over = [value * 1000 for value in overheads(engine, results)]
+    seconds, stage_means = overheads(engine, results)
+    over = [value * 1000 for value in seconds]
     latency = [value * 1000 for _, value in results]
     print(
         f"{name:6} clients={clients:<3} jobs={len(results):<4} "
         f"overhead p50={percentile(over, 50):7.1f} ms p99={percentile(over, 99):7.1f} ms | "
         f"latency p50={percentile(latency, 50):7.1f} ms p99={percentile(latency, 99):7.1f} ms | "
-        f"{len(results) / elapsed:6.1f} jobs/s completed"
+        f"{len(results) / elapsed:6.1f} jobs/s completed\n"
+        f"       worker stages (mean ms): "
+        + ", ".join(f"{stage} {value:.1f}" for stage, value in stage_means.items())
     )
 
 
