@@ -12,9 +12,11 @@ from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import APIError
+from api.errors import APIError, not_found
 from darkroom.settings import Settings
+from storage import jobs
 from storage.blobs import BlobStore
+from storage.models import Job, JobKind
 
 ANONYMOUS_OWNER = "anonymous"
 
@@ -58,6 +60,14 @@ def current_owner(request: Request, services: Annotated[Services, Depends(get_se
     if not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
     return owner_of_key(token)
+
+
+def get_owned_job(session: Session, job_id: str, owner: str, kinds: tuple[JobKind, ...], what: str) -> Job:
+    """The caller's job; another key's job is as absent as one that never existed (404)."""
+    job = jobs.get_visible(session, job_id, owner=owner, kinds=kinds)
+    if job is None:
+        raise not_found(what, job_id, param=f"{what}_id")
+    return job
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -95,9 +95,12 @@ class Video(BaseModel):
     @classmethod
     def from_job(cls, job: Job) -> Video:
         params = job.params
+        # OpenAI's video has no `cancelled`; a cancelled job is deleted in the same request, and
+        # in the instant between the two it reads as failed with code "cancelled".
+        status = JobStatus.FAILED if job.status == JobStatus.CANCELLED else job.status
         return cls(
             id=job.id,
-            status=job.status,
+            status=status,
             progress=job.progress,
             created_at=_unix(job.created_at),
             completed_at=_unix(job.completed_at),
@@ -171,6 +174,6 @@ def _unix(moment) -> int | None:
 
 
 def _error_of(job: Job) -> ErrorObject | None:
-    if job.status != JobStatus.FAILED:
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         return None
     return ErrorObject(code=job.error_code or "failed", message=job.error_message or "")

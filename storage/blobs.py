@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -116,8 +117,16 @@ class S3BlobStore:
     def _key(self, key: str) -> str:
         return self.prefix + _validate_key(key)
 
-    def _is_missing(self, error) -> bool:
-        return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+    @contextmanager
+    def _missing_as_not_found(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import ClientError
+
+        try:
+            yield
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise BlobNotFound(key) from None
+            raise
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(
@@ -128,25 +137,13 @@ class S3BlobStore:
         return b"".join(self.iter_chunks(key))
 
     def head(self, key: str) -> BlobInfo:
-        from botocore.exceptions import ClientError
-
-        try:
+        with self._missing_as_not_found(key):
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as error:
-            if self._is_missing(error):
-                raise BlobNotFound(key) from None
-            raise
         return BlobInfo(size=response["ContentLength"], content_type=response["ContentType"])
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        from botocore.exceptions import ClientError
-
-        try:
+        with self._missing_as_not_found(key):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as error:
-            if self._is_missing(error):
-                raise BlobNotFound(key) from None
-            raise
         return response["Body"].iter_chunks(chunk_size)
 
     def delete(self, key: str) -> None:

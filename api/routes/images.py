@@ -15,8 +15,8 @@ from fastapi.responses import StreamingResponse
 
 from api.bodies import Upload, read_body, read_image_upload
 from api.content import stream_blob
-from api.deps import OwnerDep, Services, ServicesDep, SessionDep
-from api.errors import APIError, bad_request, not_found
+from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job
+from api.errors import APIError, bad_request
 from api.schemas import (
     ErrorObject,
     ImageData,
@@ -147,10 +147,7 @@ async def _answer_when_done(request: Request, services: Services, session, job: 
 
 
 def _get_image_job(session, image_id: str, owner: str) -> Job:
-    job = jobs.get_visible(session, image_id, owner=owner, kinds=IMAGE_KINDS)
-    if job is None:
-        raise not_found("image", image_id, param="image_id")
-    return job
+    return get_owned_job(session, image_id, owner, IMAGE_KINDS, "image")
 
 
 @router.get("/{image_id}", response_model=ImageJob)

@@ -11,8 +11,8 @@ from sqlalchemy import select, tuple_
 
 from api.bodies import read_body
 from api.content import stream_blob
-from api.deps import OwnerDep, ServicesDep, SessionDep
-from api.errors import APIError, bad_request, not_found
+from api.deps import OwnerDep, ServicesDep, SessionDep, get_owned_job
+from api.errors import APIError, bad_request
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList
 from api.submission import generation_params, parse_size, resolve_model, submit
 from pipelines.registry import Family
@@ -63,10 +63,7 @@ def _poll_after_ms(job: Job) -> int:
 
 
 def _get_video(session, video_id: str, owner: str) -> Job:
-    job = jobs.get_visible(session, video_id, owner=owner, kinds=VIDEO_KINDS)
-    if job is None:
-        raise not_found("video", video_id, param="video_id")
-    return job
+    return get_owned_job(session, video_id, owner, VIDEO_KINDS, "video")
 
 
 @router.get("/{video_id}", response_model=Video)
