@@ -104,10 +104,16 @@ def _image_params(spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]
     }
 
 
+def _current_status(services: Services, job_id: str):
+    # A short session per look, so a waiting request holds no pooled connection between looks.
+    with services.sessions() as session:
+        return jobs.status_of(session, job_id)
+
+
 async def _answer_when_done(request: Request, services: Services, session, job: Job, body) -> ImagesResponse:
     deadline = time.monotonic() + services.settings.image_wait_timeout_s
     delay = _FIRST_POLL_S
-    while (status := await run_in_threadpool(jobs.status_of, session, job.id)) not in jobs.TERMINAL:
+    while (status := await run_in_threadpool(_current_status, services, job.id)) not in jobs.TERMINAL:
         if time.monotonic() >= deadline:
             raise APIError(
                 504,
