@@ -31,6 +31,8 @@ class GenerationExtensions(StrictRequest):
     seed: Seed | None = None
     num_inference_steps: Steps | None = None
     negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None
+    # Where this job's completed/failed/cancelled event is POSTed (else the key's default endpoint).
+    webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class VideoCreateRequest(GenerationExtensions):

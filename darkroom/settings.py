@@ -11,10 +11,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.registry import TINY_MODELS
+
+
+class KeyWebhook(BaseModel):
+    """An API key's default webhook endpoint and the secret its deliveries are signed with."""
+
+    url: str | None = None
+    secret: str | None = None
 
 
 class Settings(BaseSettings):
@@ -44,15 +51,53 @@ class Settings(BaseSettings):
     image_wait_timeout_s: float = 300.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
-    # Written progress is throttled: at most one UPDATE per job per this many seconds.
-    progress_interval_s: float = 0.5
+    # A running job's row is read this often for a cancel (so the GPU stops within about a step)
+    # and its progress and heartbeat are written every `heartbeat_interval_s`, all off the
+    # denoising thread.
+    job_watch_interval_s: float = 0.2
+    heartbeat_interval_s: float = 2.0
+    # A job running with no heartbeat for this long lost its worker: the sweeper requeues it, and
+    # fails it once it has been started `max_attempts` times (a job that kills its worker).
+    worker_lost_after_s: float = 60.0
+    max_attempts: int = 3
+    # Enforced by the worker itself: at the next step, and by ending its own process if the job
+    # is still running `job_time_limit_grace_s` later (stuck outside the denoising loop).
+    job_time_limit_s: float = 3600.0
+    job_time_limit_grace_s: float = 60.0
+    # An output upload that fails is retried with backoff for this long before the job fails.
+    upload_retry_window_s: float = 120.0
+
+    # The sweeper: publishes jobs whose publish failed, requeues jobs whose worker vanished,
+    # republishes queued jobs whose message was lost (their queue is empty), hands due webhook
+    # events to the webhook queue.
+    sweep_interval_s: float = 1.0
+    republish_after_s: float = 60.0
+
+    # Admission control: past either cap a submission is refused with 429 and Retry-After.
+    max_queued_jobs: int = 10_000
+    max_queued_jobs_per_key: int = 1_000
+    admission_retry_after_s: int = 30
+    idempotency_window_s: int = 24 * 3600
+
+    # Webhooks. `webhook_keys` is JSON: {"<api key>": {"url": "https://...", "secret": "whsec_..."}};
+    # a key without its own secret signs with `webhook_secret`.
+    webhook_secret: str | None = None
+    webhook_keys: dict[str, KeyWebhook] = {}
+    webhook_allow_http: bool = False
+    # Hosts or CIDRs a webhook may reach even though they are private, loopback or link-local.
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_base_s: float = 5.0
+    webhook_backoff_max_s: float = 3600.0
+    webhook_retry_window_s: float = 25 * 3600.0
+    webhook_concurrency: int = 16
     # Must exceed the longest job, or Redis hands an unacknowledged job to a second worker.
     broker_visibility_timeout_s: int = 4 * 3600
     # A worker child loads its pipelines before taking jobs; real weights can take minutes.
     pipeline_load_timeout_s: int = 1800
     result_retention_s: int = 7 * 24 * 3600
 
-    @field_validator("api_keys", "models", mode="before")
+    @field_validator("api_keys", "models", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -3,15 +3,22 @@
 State machine:
 
     queued ──claim──▶ in_progress ──complete──▶ completed
-      │                   │  └──────fail──────▶ failed
-      │                   └──────cancel────────▶ cancelled
-      ├──────fail (never ran: e.g. it could not be published)──▶ failed
-      └──────cancel────────▶ cancelled
+      ▲  │                │  └──────fail──────▶ failed
+      │  │                ├──────cancel────────▶ cancelled
+      │  │                └──requeue (its worker vanished; the sweeper)──┐
+      │  ├──────fail (never ran: e.g. its model is gone)──▶ failed        │
+      │  └──────cancel────────▶ cancelled                                 │
+      └───────────────────────────────────────────────────────────────────┘
 
 completed, failed and cancelled are terminal. Each transition is one
 `UPDATE jobs SET ... WHERE id = :id AND status IN (<states it may leave>)`: whoever changes the row
 first wins, so a redelivered message cannot run a finished job twice, and a worker cannot complete
 a job that was cancelled under it. A function returns whether its update took effect.
+
+A worker's own updates also name the attempt they belong to (`attempts` is bumped by each claim):
+a worker presumed lost whose job was requeued and claimed again can no longer write to it, so two
+runs of one job can never both complete it. Reaching a terminal state writes the job's webhook
+event in the same transaction, so an event is never lost between the two.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Job, JobKind, JobStatus
+from storage.models import EventStatus, Job, JobKind, JobStatus, WebhookEvent
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = (
     JobStatus.QUEUED,
@@ -37,6 +44,7 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 # target status -> the statuses a job may be in to move there.
 ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
+    QUEUED: frozenset({IN_PROGRESS}),
     IN_PROGRESS: frozenset({QUEUED}),
     COMPLETED: frozenset({IN_PROGRESS}),
     FAILED: frozenset({QUEUED, IN_PROGRESS}),
@@ -84,42 +92,91 @@ def create(
     return job
 
 
-def _transition(session: Session, job_id: str, target: JobStatus, **values: Any) -> bool:
-    result = session.execute(
+def _transition(
+    session: Session, job_id: str, target: JobStatus, *, attempt: int | None = None, **values: Any
+) -> bool:
+    """Move the job to `target` if it is in an allowed source state (and, for a worker's own
+    update, still in the attempt that worker claimed); commit; say whether it moved."""
+    conditions = [Job.id == job_id, Job.status.in_(ALLOWED_SOURCES[target])]
+    if attempt is not None:
+        conditions.append(Job.attempts == attempt)
+    moved = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(ALLOWED_SOURCES[target]))
+        .where(*conditions)
         .values(status=target, **values)
+        .returning(Job.kind, Job.webhook_url)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    if moved is not None and target in TERMINAL and moved.webhook_url:
+        session.add(
+            WebhookEvent(
+                id="evt_" + secrets.token_hex(12),
+                job_id=job_id,
+                type=f"{'video' if moved.kind == JobKind.VIDEO else 'image'}.{target}",
+                url=moved.webhook_url,
+                status=EventStatus.PENDING,
+                attempts=0,
+                created_at=now(),
+                next_attempt_at=now(),
+            )
+        )
     session.commit()
-    return result.rowcount == 1
+    return moved is not None
 
 
 def claim(session: Session, job_id: str, worker: str) -> Job | None:
-    """queued -> in_progress for this worker; None if the job is not queued (ran, or cancelled)."""
+    """queued -> in_progress for this worker, as a new attempt; None if the job is not queued
+    (it ran, was cancelled, or another worker claimed it first)."""
+    started = now()
     if not _transition(
-        session, job_id, IN_PROGRESS, worker=worker, started_at=now(), attempts=Job.attempts + 1
+        session,
+        job_id,
+        IN_PROGRESS,
+        worker=worker,
+        started_at=started,
+        heartbeat_at=started,
+        progress=0,
+        attempts=Job.attempts + 1,
     ):
         return None
     return session.get(Job, job_id, populate_existing=True)
 
 
-def record_progress(session: Session, job_id: str, progress: int) -> bool:
-    """Write progress of a running job; False means it is no longer running (cancelled)."""
+def requeue(session: Session, job_id: str, *, attempt: int) -> bool:
+    """in_progress -> queued for a job whose worker vanished, so the sweeper can publish it again;
+    only for the attempt found stale (a worker that came back meanwhile keeps its job)."""
+    return _transition(
+        session, job_id, QUEUED, attempt=attempt, worker=None, heartbeat_at=None, progress=0, published_at=None
+    )
+
+
+def heartbeat(session: Session, job_id: str, *, attempt: int, progress: int) -> bool:
+    """A running attempt's sign of life with its progress; False means it should stop: the job
+    was cancelled, failed by its time limit, or requeued and claimed by another worker."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == IN_PROGRESS)
-        .values(progress=max(0, min(99, progress)))
+        .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
+        .values(progress=max(0, min(99, progress)), heartbeat_at=now())
         .execution_options(synchronize_session=False)
     )
     session.commit()
     return result.rowcount == 1
+
+
+def is_running(session: Session, job_id: str, *, attempt: int) -> bool:
+    """Whether this attempt still owns the job: a read, cheap enough to ask every fraction of a step."""
+    found = session.scalar(
+        select(Job.id).where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
+    )
+    session.rollback()  # end the read transaction, so the next look sees new commits
+    return found is not None
 
 
 def complete(
     session: Session,
     job_id: str,
     *,
+    attempt: int | None = None,
     output_keys: list[str],
     output_meta: dict[str, Any],
     timings: dict[str, float],
@@ -131,6 +188,7 @@ def complete(
         session,
         job_id,
         COMPLETED,
+        attempt=attempt,
         progress=100,
         output_keys=output_keys,
         output_meta=output_meta,
@@ -141,12 +199,18 @@ def complete(
 
 
 def fail(
-    session: Session, job_id: str, *, code: str, message: str, timings: dict[str, float] | None = None
+    session: Session,
+    job_id: str,
+    *,
+    code: str,
+    message: str,
+    attempt: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> bool:
     values: dict[str, Any] = {"error_code": code, "error_message": message, "completed_at": now()}
     if timings is not None:
         values["timings"] = timings
-    return _transition(session, job_id, FAILED, **values)
+    return _transition(session, job_id, FAILED, attempt=attempt, **values)
 
 
 def cancel(session: Session, job_id: str) -> bool:

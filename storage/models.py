@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -74,6 +74,12 @@ class Job(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When its id was last handed to the broker; NULL when that failed and the sweeper must.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The running attempt's last sign of life; a stale one means its worker vanished.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Where its terminal event is POSTed: the request's own URL or its key's default endpoint.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(
@@ -83,4 +89,64 @@ class Job(Base):
         CheckConstraint("progress BETWEEN 0 AND 100", name="ck_jobs_progress"),
         Index("ix_jobs_owner_kind_created", "owner", "kind", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_owner_status", "owner", "status"),
     )
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` a caller sent with a POST, and the job that request created."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EventStatus(StrEnum):
+    PENDING = "pending"  # not yet delivered; retried until its window ends
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GONE = "gone"  # the receiver answered 410 Gone: never retried
+    FAILED = "failed"  # the retry window ended without a 2xx
+
+
+class WebhookEvent(Base):
+    """A job's terminal event, written in the same transaction as the status change that caused
+    it, then delivered (signed, retried) by the webhook worker. Its id is the `webhook-id`."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), ForeignKey("jobs.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))  # video.completed, image.failed, ...
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when the sweeper hands it to the webhook queue; a lease against handing it twice.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'gone', 'failed')", name="ck_webhook_events_status"
+        ),
+        Index("ix_webhook_events_due", "status", "next_attempt_at"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One HTTP attempt at delivering an event: what came back and how long it took."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(40), ForeignKey("webhook_events.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -14,6 +14,9 @@ from kombu import Queue
 from darkroom.settings import Settings
 
 GENERATE_TASK = "darkroom.generate"
+# Webhook deliveries have their own queue and workers: a slow receiver never holds a GPU.
+WEBHOOK_TASK = "darkroom.deliver_webhook"
+WEBHOOK_QUEUE = "darkroom.webhooks"
 
 
 def queue_for(model: str) -> str:
@@ -62,3 +65,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def publish_generate(app: Celery, job_id: str, model: str) -> None:
     app.send_task(GENERATE_TASK, args=[job_id], queue=queue_for(model), retry=True)
+
+
+def publish_webhook(app: Celery, event_id: str) -> None:
+    app.send_task(WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE, retry=True)
