@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import images, models, videos
+from api.routes import events, images, models, videos
 from darkroom.settings import Settings, get_settings
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
@@ -39,6 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started_at=int(time.time()),
     )
     install_error_handlers(app)
-    for router in (videos.router, images.router, models.router):
+    for router in (videos.router, images.router, events.router, models.router):
         app.include_router(router)
     return app

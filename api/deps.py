@@ -70,6 +70,14 @@ def get_owned_job(session: Session, job_id: str, owner: str, kinds: tuple[JobKin
     return job
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The caller's `Idempotency-Key` header; a key too long to store is refused, not truncated."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise APIError(400, "The Idempotency-Key header must be 1 to 255 characters.", code="invalid_idempotency_key")
+    return key
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 SessionDep = Annotated[Session, Depends(get_session)]
 OwnerDep = Annotated[str, Depends(current_owner)]

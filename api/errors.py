@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("darkroom.api")
@@ -88,6 +89,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
         return error_response(APIError(error.status_code, str(error.detail), code=code))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        # Postgres restarting or unreachable: a clear, retryable answer (the SDK retries 503s).
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+        return error_response(
+            APIError(
+                503,
+                "The database is unavailable. Try again shortly.",
+                code="database_unavailable",
+                type="server_error",
+                headers={"Retry-After": "2"},
+            )
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

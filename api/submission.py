@@ -1,21 +1,32 @@
-"""What every create endpoint does once its body is valid: check it against the model, store the
-inputs, insert the job, commit, and only then publish the job id."""
+"""What every create endpoint does once its body is valid: check it against the model and the
+queue caps, answer a repeated Idempotency-Key with its first job, store the inputs, insert the job,
+commit, and only then publish the job id."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import secrets
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.bodies import Upload
 from api.deps import Services
 from api.errors import APIError, bad_request
+from api.schemas import GenerationExtensions
+from darkroom.outbound import UnsafeURL, check_url
+from darkroom.settings import Settings
 from pipelines.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
-from storage.models import Job, JobKind
+from storage.models import IdempotencyKey, Job, JobKind, JobStatus
 from worker.celery_app import publish_generate
+from worker.webhooks import default_webhook_url_for, signing_secret_for
 
 log = logging.getLogger("darkroom.api")
 
@@ -73,33 +84,120 @@ def submit(
     kind: JobKind,
     spec: ModelSpec,
     owner: str,
+    body: GenerationExtensions,
     params: dict[str, Any],
-    uploads: list[Upload] = (),
+    uploads: Sequence[Upload] = (),
+    idempotency_key: str | None = None,
 ) -> Job:
+    settings = services.settings
+    webhook_url = _webhook_url(settings, owner, body.webhook_url)
+    request_hash = _fingerprint(kind, body, uploads) if idempotency_key is not None else ""
+    if idempotency_key is not None and (earlier := _replay(settings, session, owner, idempotency_key, request_hash)):
+        return earlier
+    _admit(settings, session, owner)
+
     job_id = jobs.new_job_id(kind)
     input_keys = [f"inputs/{job_id}/{index}" for index in range(len(uploads))]
     try:
         for key, upload in zip(input_keys, uploads, strict=True):
             services.blobs.put(key, upload.data, upload.content_type)
         job = jobs.create(
-            session, job_id=job_id, kind=kind, model=spec.name, owner=owner, params=params, input_keys=input_keys
+            session,
+            job_id=job_id,
+            kind=kind,
+            model=spec.name,
+            owner=owner,
+            params=params,
+            input_keys=input_keys,
+            webhook_url=webhook_url,
         )
+        if idempotency_key is not None:
+            session.add(
+                IdempotencyKey(
+                    owner=owner, key=idempotency_key, request_hash=request_hash, job_id=job_id, created_at=job.created_at
+                )
+            )
         session.commit()
-    except Exception:
+    except Exception as error:
         session.rollback()
         services.blobs.delete_prefix(f"inputs/{job_id}")
+        # The same key sent twice at once: the first insert won; answer with its job.
+        if isinstance(error, IntegrityError) and idempotency_key is not None:
+            if earlier := _replay(settings, session, owner, idempotency_key, request_hash):
+                return earlier
         raise
     try:
         publish_generate(services.celery, job_id, spec.name)
     except Exception as error:
-        # Nothing will run it: record why, drop its inputs, and let the client retry.
-        log.error("could not publish job %s: %s", job_id, error)
-        jobs.fail(session, job_id, code="enqueue_failed", message="The job queue was unreachable.")
-        services.blobs.delete_prefix(f"inputs/{job_id}")
-        raise APIError(
-            503,
-            f"The job queue is unreachable; job {job_id} was not started. Try again.",
-            code="queue_unavailable",
-            type="server_error",
-        ) from error
+        # Accepted all the same: the row is the truth, and the sweeper publishes it when it can.
+        log.warning("job %s accepted while the queue is unreachable (%s); the sweeper will publish it", job_id, error)
+        jobs.mark_unpublished(session, job_id)
     return job
+
+
+def _webhook_url(settings: Settings, owner: str, requested: str | None) -> str | None:
+    url = requested or default_webhook_url_for(settings, owner)
+    if url is None:
+        return None
+    if signing_secret_for(settings, owner) is None:
+        raise bad_request(
+            "Webhooks are not configured on this deployment: there is no signing secret for this key "
+            "(DARKROOM_WEBHOOK_SECRET or DARKROOM_WEBHOOK_KEYS).",
+            param="webhook_url",
+            code="webhooks_not_configured",
+        )
+    try:
+        check_url(url, allow_http=settings.webhook_allow_http, allowed_hosts=settings.webhook_allowed_hosts)
+    except UnsafeURL as error:
+        raise bad_request(f"Invalid webhook_url: {error}", param="webhook_url", code="invalid_webhook_url") from None
+    return url
+
+
+def _fingerprint(kind: JobKind, body: GenerationExtensions, uploads: Sequence[Upload]) -> str:
+    """What makes two requests the same request: the endpoint, the fields sent, the input bytes."""
+    canonical = json.dumps(
+        {
+            "kind": kind,
+            "body": body.model_dump(mode="json", exclude_none=True),
+            "inputs": [hashlib.sha256(upload.data).hexdigest() for upload in uploads],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(settings: Settings, session: Session, owner: str, key: str, request_hash: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key created, if the key is still live."""
+    earlier = session.get(IdempotencyKey, (owner, key))
+    if earlier is None:
+        return None
+    if earlier.created_at < jobs.now() - timedelta(seconds=settings.idempotency_window_s):
+        session.delete(earlier)
+        session.commit()
+        return None
+    if earlier.request_hash != request_hash:
+        raise APIError(
+            409,
+            f"The Idempotency-Key '{key}' was already used with a different request (job "
+            f"{earlier.job_id}). Use a new key for a new request.",
+            code="idempotency_key_reused",
+        )
+    return session.get(Job, earlier.job_id)
+
+
+def _admit(settings: Settings, session: Session, owner: str) -> None:
+    """Refuse new work past the queue caps; the SDK retries a 429 after Retry-After by itself."""
+    queued = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
+    for count, cap, whose in (
+        (session.scalar(queued.where(Job.owner == owner)), settings.max_queued_jobs_per_key, "This key has"),
+        (session.scalar(queued), settings.max_queued_jobs, "The server has"),
+    ):
+        if count >= cap:
+            raise APIError(
+                429,
+                f"{whose} {count} jobs waiting to run, the most allowed. Retry after "
+                f"{settings.admission_retry_after_s} s.",
+                code="too_many_queued_jobs",
+                type="requests",
+                headers={"Retry-After": str(min(120, settings.admission_retry_after_s))},
+            )

@@ -40,6 +40,18 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     run_worker(settings, loglevel=args.log_level)
 
 
+def cmd_sweeper(settings: Settings, _args: argparse.Namespace) -> None:
+    from worker.sweeper import run_sweeper
+
+    run_sweeper(settings)
+
+
+def cmd_webhook_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from worker.webhooks import run_webhook_worker
+
+    run_webhook_worker(settings, loglevel=args.log_level)
+
+
 def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines.loader import resolve_model_path
     from pipelines.registry import TINY_MODELS, get_model
@@ -92,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         sub.set_defaults(func=func)
     commands.add_parser("worker", help="run a GPU worker for the models in DARKROOM_MODELS").set_defaults(
         func=cmd_worker
+    )
+    commands.add_parser(
+        "sweeper", help="publish what the broker missed, requeue jobs whose worker vanished, dispatch webhooks"
+    ).set_defaults(func=cmd_sweeper)
+    commands.add_parser("webhook-worker", help="deliver signed webhook events, retrying per the database").set_defaults(
+        func=cmd_webhook_worker
     )
     commands.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=cmd_migrate)
     build = commands.add_parser("build-tiny-models", help="create the tiny offline models in the models dir")

@@ -7,6 +7,8 @@ variables switches to Postgres, Redis and S3 with no code change.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +16,34 @@ from typing import Annotated
 from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from darkroom.outbound import parse_allowed_entry
 from pipelines.registry import TINY_MODELS
+
+# Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
+_MIN_SECRET_BYTES = 24
+_MAKE_A_SECRET = (
+    "make one with: python -c \"import base64, secrets; "
+    "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+)
+
+
+def _webhook_secret(value: str | None) -> str | None:
+    """A `whsec_` secret as receivers' SDKs decode it; an empty value means none is set."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not value.startswith("whsec_"):
+        raise ValueError(f"a webhook secret must be 'whsec_' followed by base64; {_MAKE_A_SECRET}")
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the part of a webhook secret after 'whsec_' is not base64; {_MAKE_A_SECRET}") from None
+    if len(key) < _MIN_SECRET_BYTES:
+        raise ValueError(
+            f"a webhook secret must encode at least {_MIN_SECRET_BYTES} random bytes (this one has "
+            f"{len(key)}); {_MAKE_A_SECRET}"
+        )
+    return value
 
 
 class KeyWebhook(BaseModel):
@@ -22,6 +51,18 @@ class KeyWebhook(BaseModel):
 
     url: str | None = None
     secret: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _blank_url_is_none(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_format(cls, value: str | None) -> str | None:
+        return _webhook_secret(value)
 
 
 class Settings(BaseSettings):
@@ -102,6 +143,18 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_format(cls, value: str | None) -> str | None:
+        return _webhook_secret(value)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allowed_hosts_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            parse_allowed_entry(entry)  # raises with the entry named, at start-up, not per delivery
         return value
 
     @cached_property

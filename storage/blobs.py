@@ -174,6 +174,7 @@ def make_blob_store(settings) -> BlobStore:
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        # A store that stopped answering should fail fast: the worker retries uploads itself.
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
     )
     return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix)

@@ -71,8 +71,12 @@ def create(
     owner: str,
     params: dict[str, Any],
     input_keys: Iterable[str] = (),
+    webhook_url: str | None = None,
 ) -> Job:
-    """Add a queued job to the session; the caller commits, then publishes its id."""
+    """Add a queued job to the session; the caller commits, then publishes its id, and calls
+    `mark_unpublished` if that fails (the row says published from the start, so the common path
+    costs no second write)."""
+    created = now()
     job = Job(
         id=job_id,
         kind=kind,
@@ -86,10 +90,23 @@ def create(
         owner=owner,
         attempts=0,
         timings={},
-        created_at=now(),
+        created_at=created,
+        published_at=created,
+        webhook_url=webhook_url,
     )
     session.add(job)
     return job
+
+
+def mark_unpublished(session: Session, job_id: str) -> None:
+    """Its id never reached the broker: the sweeper publishes it once the broker is back."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(published_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def _transition(

@@ -4,16 +4,14 @@ standalone server, a separate process spoken to over HTTP) that the session star
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import redis
 
 from tests.processes import start_s3_server, stop
+from tests.stack import create_database, drop_database
 
-POSTGRES_ADMIN_URL = os.environ.get("DARKROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("DARKROOM_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
 
@@ -27,13 +25,9 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database on the machine's Postgres for this test session, dropped at the end."""
-    name = "darkroom_test_" + secrets.token_hex(4)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = create_database()
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

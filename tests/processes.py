@@ -52,10 +52,11 @@ def make_bucket(endpoint: str) -> str:
     return name
 
 
-def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: float = 180, offset: int = 0) -> None:
+    """Wait until `text` appears in the log past byte `offset`; fail early if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
+        if path.exists() and text in path.read_bytes()[offset:].decode(errors="replace"):
             return
         if process.poll() is not None:
             raise RuntimeError(f"process exited ({process.returncode}):\n{path.read_text(errors='replace')[-4000:]}")
@@ -72,8 +73,6 @@ def dump_logs(*paths: Path) -> None:
     for path in paths:
         if path.exists():
             print(f"----- {path.name} -----\n{path.read_text(errors='replace')[-6000:]}")
-
-
 
 
 def start_s3_server() -> tuple[subprocess.Popen, str]:

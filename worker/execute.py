@@ -1,17 +1,19 @@
 """Running one job, start to end: claim it, load its inputs, run the resident pipeline, encode and
-upload the outputs, and only then mark it completed. Every stage is timed onto the job."""
+upload the outputs, and only then mark it completed. Every stage is timed onto the job; a
+`JobMonitor` thread watches the attempt meanwhile (cancel, heartbeat, time limit)."""
 
 from __future__ import annotations
 
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.settings import Settings
@@ -19,15 +21,11 @@ from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job
+from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
 
 log = logging.getLogger("darkroom.worker")
 
 _IMAGE_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_DENOISE_SHARE = 95  # progress reaches this at the last step; encoding and upload make the rest
-
-
-class JobCancelled(Exception):
-    """The job left in_progress under us (deleted); stop and publish nothing."""
 
 
 class JobFailure(Exception):
@@ -45,7 +43,7 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     runners: dict  # model name -> pipelines.runners runner, resident
-    hostname: str
+    worker_id: str  # host:pid of the process that runs the pipelines
 
 
 @contextmanager
@@ -57,80 +55,122 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(time.perf_counter() - started, 4)
 
 
-class ProgressWriter:
-    """The step callback: writes progress at most every `interval_s`, and learns of a cancel from
-    the same conditional UPDATE (it matches no row once the job is no longer in_progress)."""
-
-    def __init__(self, session: Session, job_id: str, interval_s: float) -> None:
-        self.session = session
-        self.job_id = job_id
-        self.interval_s = interval_s
-        self.last_write = time.monotonic()
-
-    def __call__(self, step: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last_write < self.interval_s and step < total:
-            return
-        self.last_write = now
-        if not jobs.record_progress(self.session, self.job_id, _DENOISE_SHARE * step // total):
-            raise JobCancelled(self.job_id)
-
-
 def execute(ctx: WorkerContext, job_id: str) -> None:
     with ctx.sessions() as session:
-        job = jobs.claim(session, job_id, ctx.hostname)
+        job = jobs.claim(session, job_id, ctx.worker_id)
         if job is None:
-            # Already ran, or was cancelled: a redelivered message is harmless.
+            # Already ran, cancelled, or running elsewhere: a redelivered message is harmless.
             log.info("job %s is not queued (%s); skipping", job_id, jobs.status_of(session, job_id))
             return
+        attempt = job.attempts
+        # Each attempt writes under its own prefix, so a run presumed lost can never overwrite or
+        # delete the outputs of the run that replaced it.
+        outputs_prefix = f"outputs/{job_id}/{attempt}"
         timings = {"queue_wait": round((job.started_at - job.created_at).total_seconds(), 4)}
-        try:
-            output_keys, output_meta = _run(ctx, session, job, timings)
-        except JobCancelled:
-            log.info("job %s was cancelled while running", job_id)
-            ctx.blobs.delete_prefix(f"outputs/{job_id}")
-            return
-        except JobFailure as failure:
-            log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-            ctx.blobs.delete_prefix(f"outputs/{job_id}")
-            jobs.fail(session, job_id, code=failure.code, message=failure.message, timings=timings)
-            return
-        retention = timedelta(seconds=ctx.settings.result_retention_s)
-        if not jobs.complete(
-            session, job_id, output_keys=output_keys, output_meta=output_meta, timings=timings, retention=retention
-        ):
+        with JobMonitor(ctx.settings, ctx.sessions, job_id, attempt) as monitor:
+            try:
+                output_keys, output_meta = _run(ctx, job, monitor, outputs_prefix, timings)
+                completed = _retry_database(
+                    lambda: jobs.complete(
+                        session,
+                        job_id,
+                        attempt=attempt,
+                        output_keys=output_keys,
+                        output_meta=output_meta,
+                        timings=timings,
+                        retention=timedelta(seconds=ctx.settings.result_retention_s),
+                    ),
+                    session,
+                    window_s=ctx.settings.worker_lost_after_s,
+                )
+            except JobStopped as stopped:
+                ctx.blobs.delete_prefix(outputs_prefix)
+                if stopped.reason == StopReason.TIME_LIMIT:
+                    limit = ctx.settings.job_time_limit_s
+                    log.warning("job %s passed its %g s time limit", job_id, limit)
+                    jobs.fail(
+                        session,
+                        job_id,
+                        code=TIME_LIMIT_CODE,
+                        message=f"The job ran longer than its {limit:g} s time limit.",
+                        attempt=attempt,
+                        timings=timings,
+                    )
+                else:
+                    log.info("job %s was cancelled or taken over while running", job_id)
+                return
+            except JobFailure as failure:
+                log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
+                ctx.blobs.delete_prefix(outputs_prefix)
+                jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
+                return
+        if not completed:
             log.info("job %s was cancelled during upload; removing its outputs", job_id)
-            ctx.blobs.delete_prefix(f"outputs/{job_id}")
+            ctx.blobs.delete_prefix(outputs_prefix)
             return
         log.info("job %s completed: %s", job_id, timings)
 
 
-def _run(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, float]):
+def _retry_database(write: Callable[[], bool], session: Session, *, window_s: float) -> bool:
+    """The final write of a finished job, retried while the database is away (a restart): the
+    outputs are stored, so giving up would waste the GPU time. Past the window the sweeper may
+    already have presumed this worker lost, so the error is let through."""
+    deadline = time.monotonic() + window_s
+    while True:
+        try:
+            return write()
+        except OperationalError as error:
+            session.rollback()
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable while finishing a job (%s); retrying", error)
+            time.sleep(0.5)
+
+
+def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str, timings: dict[str, float]):
     runner = ctx.runners.get(job.model)
     if runner is None:
         raise JobFailure("model_not_loaded", f"This worker does not serve the model '{job.model}'.")
     with _stage(timings, "load_inputs"):
         request = _build_request(ctx, job)
-    progress = ProgressWriter(session, job.id, ctx.settings.progress_interval_s)
     with _stage(timings, "pipeline"):
         try:
-            output = runner.run(request, on_step=progress)
-        except JobCancelled:
+            output = runner.run(request, on_step=monitor.on_step)
+        except JobStopped:
             raise
         except Exception as error:
             log.exception("pipeline error on job %s", job.id)
             raise JobFailure("generation_failed", f"The model failed: {type(error).__name__}: {error}") from error
     # The model's own stages: prompt and input encoding, denoising, VAE decode.
     timings.update({f"model.{name}": round(value, 4) for name, value in output.timings.items() if name != "pipeline"})
+    monitor.set_progress(DENOISE_SHARE)
     with _stage(timings, "encode_output"):
-        blobs_out, output_meta = _encode(job, output)
+        blobs_out, output_meta = _encode(job, output, outputs_prefix)
     with _stage(timings, "upload"):
-        try:
-            for key, (data, content_type) in blobs_out.items():
-                ctx.blobs.put(key, data, content_type)
-        except Exception as error:
-            raise JobFailure("output_upload_failed", f"Storing the output failed: {error}") from error
+        for key, (data, content_type) in blobs_out.items():
+            _upload(ctx, monitor, key, data, content_type)
     return list(blobs_out), output_meta
+
+
+def _upload(ctx: WorkerContext, monitor: JobMonitor, key: str, data: bytes, content_type: str) -> None:
+    """Store one output, retrying with backoff for `upload_retry_window_s` (the store may be
+    restarting); the job fails with the last error after that."""
+    deadline = time.monotonic() + ctx.settings.upload_retry_window_s
+    delay = 0.25
+    while True:
+        try:
+            ctx.blobs.put(key, data, content_type)
+            return
+        except Exception as error:
+            if time.monotonic() + delay > deadline:
+                window = ctx.settings.upload_retry_window_s
+                raise JobFailure(
+                    "output_upload_failed", f"Storing the output failed for {window:g} s; last error: {error}"
+                ) from error
+            log.warning("upload of %s failed (%s); retrying in %.2f s", key, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            monitor.raise_if_stopped()
 
 
 def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
@@ -154,7 +194,7 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
     )
 
 
-def _encode(job: Job, output: ImageOutput | VideoOutput):
+def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
     from pipelines.media import encode_image, encode_mp4
 
     try:
@@ -162,12 +202,12 @@ def _encode(job: Job, output: ImageOutput | VideoOutput):
             data = encode_mp4(output.frames, output.fps)
             height, width = output.frames.shape[1:3]
             meta = {"fps": output.fps, "frames": int(output.frames.shape[0]), "width": int(width), "height": int(height)}
-            return {f"outputs/{job.id}/video.mp4": (data, "video/mp4")}, meta
+            return {f"{prefix}/video.mp4": (data, "video/mp4")}, meta
         fmt = job.params.get("output_format", "png")
         compression = job.params.get("output_compression")
         quality = 90 if compression is None else compression
         blobs_out = {
-            f"outputs/{job.id}/{index}.{fmt}": (encode_image(image, fmt, quality=quality), _IMAGE_CONTENT_TYPES[fmt])
+            f"{prefix}/{index}.{fmt}": (encode_image(image, fmt, quality=quality), _IMAGE_CONTENT_TYPES[fmt])
             for index, image in enumerate(output.images)
         }
         return blobs_out, {"images": len(output.images), "format": fmt}

@@ -27,7 +27,7 @@ log = logging.getLogger("darkroom.worker")
 _context: WorkerContext | None = None
 
 
-def build_context(settings: Settings, hostname: str) -> WorkerContext:
+def build_context(settings: Settings, worker_id: str) -> WorkerContext:
     from diffusers.utils import logging as diffusers_logging
 
     from pipelines.loader import load_runner
@@ -46,7 +46,7 @@ def build_context(settings: Settings, hostname: str) -> WorkerContext:
         sessions=make_session_factory(engine),
         blobs=make_blob_store(settings),
         runners=runners,
-        hostname=hostname,
+        worker_id=worker_id,
     )
 
 
@@ -59,7 +59,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @worker_process_init.connect(weak=False)
     def _load_pipelines(**_kwargs) -> None:
         global _context
-        _context = build_context(settings, socket.gethostname())
+        _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}")
         log.info("worker ready: serving %s", ", ".join(settings.models))
 
 

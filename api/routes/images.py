@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from api.bodies import Upload, read_body, read_image_upload
 from api.content import stream_blob
-from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job
+from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
 from api.schemas import (
     ErrorObject,
@@ -44,7 +44,15 @@ async def create_image(request: Request, services: ServicesDep, session: Session
     spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
     params = _image_params(spec, body, parse_size(spec, body.size))
     job = await run_in_threadpool(
-        submit, services, session, kind=JobKind.IMAGE_GENERATION, spec=spec, owner=owner, params=params
+        submit,
+        services,
+        session,
+        kind=JobKind.IMAGE_GENERATION,
+        spec=spec,
+        owner=owner,
+        body=body,
+        params=params,
+        idempotency_key=idempotency_key(request),
     )
     return await _answer_when_done(request, services, session, job, body)
 
@@ -80,7 +88,16 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     )
     params = _image_params(spec, body, size)
     job = await run_in_threadpool(
-        submit, services, session, kind=JobKind.IMAGE_EDIT, spec=spec, owner=owner, params=params, uploads=uploads
+        submit,
+        services,
+        session,
+        kind=JobKind.IMAGE_EDIT,
+        spec=spec,
+        owner=owner,
+        body=body,
+        params=params,
+        uploads=uploads,
+        idempotency_key=idempotency_key(request),
     )
     return await _answer_when_done(request, services, session, job, body)
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, tuple_
 
 from api.bodies import read_body
 from api.content import stream_blob
-from api.deps import OwnerDep, ServicesDep, SessionDep, get_owned_job
+from api.deps import OwnerDep, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList
 from api.submission import generation_params, parse_size, resolve_model, submit
@@ -48,7 +48,15 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         "guidance_scale": spec.guidance_scale,
     }
     job = await run_in_threadpool(
-        submit, services, session, kind=JobKind.VIDEO, spec=spec, owner=owner, params=params
+        submit,
+        services,
+        session,
+        kind=JobKind.VIDEO,
+        spec=spec,
+        owner=owner,
+        body=body,
+        params=params,
+        idempotency_key=idempotency_key(request),
     )
     return Video.from_job(job)
 

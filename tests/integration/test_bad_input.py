@@ -4,7 +4,6 @@ row and no stored input."""
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 
@@ -194,22 +193,3 @@ def test_broken_json(stack, nothing_written):
         headers={"authorization": f"Bearer {KEY_A}", "content-type": "application/json"},
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
-
-
-def test_unreachable_queue_is_a_503_and_the_job_is_recorded_failed(stack, spawn_api):
-    base_url = spawn_api({"DARKROOM_BROKER_URL": "redis://127.0.0.1:1/0"})
-    client = openai.OpenAI(base_url=base_url, api_key=KEY_A, max_retries=0)
-    with pytest.raises(openai.InternalServerError) as error:
-        client.images.edit(model="tiny-qwen-image-edit", image=("a.png", _png(), "image/png"), prompt="x")
-    assert (error.value.status_code, error.value.code) == (503, "queue_unavailable")
-    job_id = re.search(r"img_[0-9a-f]+", error.value.message).group(0)
-    engine = create_engine(stack.env["DARKROOM_DATABASE_URL"])
-    with engine.connect() as connection:
-        row = connection.execute(select(Job.status, Job.error_code).where(Job.id == job_id)).one()
-    engine.dispose()
-    assert tuple(row) == ("failed", "enqueue_failed")
-    s3 = boto3.client(
-        "s3", endpoint_url=stack.env["DARKROOM_S3_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )
-    assert "Contents" not in s3.list_objects_v2(Bucket=stack.env["DARKROOM_S3_BUCKET"], Prefix=f"inputs/{job_id}/")

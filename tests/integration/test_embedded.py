@@ -42,5 +42,5 @@ def test_core_flow_on_the_embedded_default(embedded):
     assert Image.open(io.BytesIO(base64.b64decode(image.data[0].b64_json))).size == (32, 32)
 
     assert (data_dir / "darkroom.db").is_file()
-    assert (data_dir / "blobs" / "outputs" / video.id / "video.mp4").is_file()
+    assert (data_dir / "blobs" / "outputs" / video.id / "1" / "video.mp4").is_file()
     assert [v.id for v in client.videos.list()] == [video.id]

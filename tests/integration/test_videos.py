@@ -49,7 +49,7 @@ def test_a_completed_job_records_its_stage_timings_and_media_facts(client, stack
     }
     assert all(value >= 0 for value in job.timings.values())
     assert job.output_meta == {"fps": 8, "frames": 9, "width": 32, "height": 32}
-    assert (job.attempts, job.output_keys) == (1, [f"outputs/{video.id}/video.mp4"])
+    assert (job.attempts, job.output_keys) == (1, [f"outputs/{video.id}/1/video.mp4"])
 
 
 def test_defaults_apply_when_size_and_seconds_are_omitted(client):

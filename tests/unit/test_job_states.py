@@ -7,11 +7,11 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from storage import jobs
 from storage.db import make_engine, make_session_factory, upgrade_schema
-from storage.models import Job, JobKind, JobStatus
+from storage.models import Job, JobKind, JobStatus, WebhookEvent
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -26,9 +26,11 @@ def sessions(request, tmp_path):
     engine.dispose()
 
 
-def _job_in(session, status: JobStatus) -> str:
+def _job_in(session, status: JobStatus, webhook_url: str | None = None) -> str:
     job_id = jobs.new_job_id(JobKind.VIDEO)
-    jobs.create(session, job_id=job_id, kind=JobKind.VIDEO, model="tiny-wan", owner="o", params={})
+    jobs.create(
+        session, job_id=job_id, kind=JobKind.VIDEO, model="tiny-wan", owner="o", params={}, webhook_url=webhook_url
+    )
     session.commit()
     session.execute(update(Job).where(Job.id == job_id).values(status=status))
     session.commit()
@@ -36,6 +38,8 @@ def _job_in(session, status: JobStatus) -> str:
 
 
 def _apply(session, job_id: str, target: JobStatus) -> bool:
+    if target == JobStatus.QUEUED:
+        return jobs.requeue(session, job_id, attempt=0)
     if target == JobStatus.IN_PROGRESS:
         return jobs.claim(session, job_id, "w1") is not None
     if target == JobStatus.COMPLETED:
@@ -54,8 +58,9 @@ ALLOWED = {
     (JobStatus.IN_PROGRESS, JobStatus.COMPLETED),
     (JobStatus.IN_PROGRESS, JobStatus.FAILED),
     (JobStatus.IN_PROGRESS, JobStatus.CANCELLED),
+    (JobStatus.IN_PROGRESS, JobStatus.QUEUED),
 }
-TARGETS = [JobStatus.IN_PROGRESS, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+TARGETS = list(JobStatus)
 
 
 @pytest.mark.parametrize("source,target", list(itertools.product(list(JobStatus), TARGETS)))
@@ -92,15 +97,53 @@ def test_complete_sets_outputs_progress_and_expiry(sessions):
         assert job.expires_at - job.completed_at == timedelta(hours=2)
 
 
-def test_progress_is_written_only_while_running(sessions):
+def test_heartbeat_writes_progress_only_while_the_attempt_owns_the_job(sessions):
     with sessions() as session:
-        running = _job_in(session, JobStatus.IN_PROGRESS)
-        assert jobs.record_progress(session, running, 40)
-        assert jobs.record_progress(session, running, 250)  # clamped below 100 until completed
+        running = _job_in(session, JobStatus.QUEUED)
+        attempt = jobs.claim(session, running, "w1").attempts
+        assert jobs.heartbeat(session, running, attempt=attempt, progress=40)
+        assert jobs.heartbeat(session, running, attempt=attempt, progress=250)  # below 100 until completed
         session.expire_all()
         assert session.get(Job, running).progress == 99
+        assert jobs.is_running(session, running, attempt=attempt)
+        assert not jobs.heartbeat(session, running, attempt=attempt + 1, progress=50)
         cancelled = _job_in(session, JobStatus.CANCELLED)
-        assert not jobs.record_progress(session, cancelled, 50)
+        assert not jobs.heartbeat(session, cancelled, attempt=0, progress=50)
+        assert not jobs.is_running(session, cancelled, attempt=0)
+
+
+def test_an_attempt_presumed_lost_cannot_finish_the_job_its_successor_runs(sessions):
+    with sessions() as session:
+        job_id = _job_in(session, JobStatus.QUEUED)
+        first = jobs.claim(session, job_id, "w1").attempts
+        assert jobs.requeue(session, job_id, attempt=first)
+        second = jobs.claim(session, job_id, "w2").attempts
+        assert second == first + 1
+        assert not jobs.is_running(session, job_id, attempt=first)
+        assert not jobs.complete(
+            session, job_id, attempt=first, output_keys=[], output_meta={}, timings={}, retention=timedelta(days=1)
+        )
+        assert not jobs.fail(session, job_id, code="x", message="y", attempt=first)
+        assert not jobs.requeue(session, job_id, attempt=first)
+        assert jobs.complete(
+            session, job_id, attempt=second, output_keys=["k"], output_meta={}, timings={}, retention=timedelta(days=1)
+        )
+        session.expire_all()
+        assert (session.get(Job, job_id).status, session.get(Job, job_id).worker) == ("completed", "w2")
+
+
+@pytest.mark.parametrize("target", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_a_terminal_state_writes_its_webhook_event_with_the_change(sessions, target):
+    with sessions() as session:
+        with_hook = _job_in(session, JobStatus.IN_PROGRESS, webhook_url="https://example.com/hook")
+        without = _job_in(session, JobStatus.IN_PROGRESS)
+        for job_id in (with_hook, without):
+            assert _apply(session, job_id, target)
+        events = session.scalars(select(WebhookEvent).where(WebhookEvent.job_id.in_([with_hook, without]))).all()
+        assert [(e.job_id, e.type, e.url, e.status) for e in events] == [
+            (with_hook, f"video.{target}", "https://example.com/hook", "pending")
+        ]
+        assert events[0].id.startswith("evt_") and events[0].next_attempt_at is not None
 
 
 def test_visibility_is_owner_and_kind_scoped(sessions):

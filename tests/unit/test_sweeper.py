@@ -1,0 +1,104 @@
+"""The sweeper against a real SQLite database and kombu's filesystem broker: each repair it makes,
+and what it leaves alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from darkroom.settings import Settings
+from storage import jobs
+from storage.db import make_engine, make_session_factory, upgrade_schema
+from storage.models import Job, JobKind, JobStatus, WebhookEvent
+from worker.celery_app import make_celery
+from worker.sweeper import Sweeper
+
+
+@pytest.fixture
+def sweeper(tmp_path):
+    settings = Settings(data_dir=tmp_path, worker_lost_after_s=30, republish_after_s=60, max_attempts=2)
+    upgrade_schema(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    yield Sweeper(settings, make_session_factory(engine), make_celery(settings))
+    engine.dispose()
+
+
+def _job(sweeper: Sweeper, **values) -> str:
+    with sweeper.sessions() as session:
+        job_id = jobs.new_job_id(JobKind.IMAGE_GENERATION)
+        jobs.create(
+            session, job_id=job_id, kind=JobKind.IMAGE_GENERATION, model="tiny-qwen-image", owner="o", params={},
+            webhook_url="https://example.com/hook",
+        )
+        session.commit()
+        if values:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))
+            session.commit()
+        return job_id
+
+
+def _job_row(sweeper: Sweeper, job_id: str) -> Job:
+    with sweeper.sessions() as session:
+        return session.get(Job, job_id)
+
+
+def _ago(seconds: float):
+    return jobs.now() - timedelta(seconds=seconds)
+
+
+def test_a_job_whose_publish_failed_is_published(sweeper):
+    job_id = _job(sweeper, published_at=None)
+    assert sweeper.sweep().published == 1
+    assert _job_row(sweeper, job_id).published_at is not None
+    assert sweeper._queue_length("tiny-qwen-image") == 1
+    assert sweeper.sweep().published == 0
+
+
+def test_a_run_whose_heartbeat_stopped_is_requeued_then_failed_at_the_attempt_limit(sweeper):
+    job_id = _job(sweeper, status=JobStatus.IN_PROGRESS, attempts=1, heartbeat_at=_ago(31), worker="gone:1")
+    fresh = _job(sweeper, status=JobStatus.IN_PROGRESS, attempts=1, heartbeat_at=_ago(1))
+    sweep = sweeper.sweep()
+    assert (sweep.requeued, sweep.failed) == (1, 0)
+    job = _job_row(sweeper, job_id)
+    assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
+    assert sweeper._queue_length("tiny-qwen-image") == 1
+    assert _job_row(sweeper, fresh).status == "in_progress"
+
+    # Its second run dies too: with max_attempts=2 it fails, naming why, instead of looping.
+    with sweeper.sessions() as session:
+        assert jobs.claim(session, job_id, "w2").attempts == 2
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=_ago(31)))
+        session.commit()
+    assert sweeper.sweep().failed == 1
+    job = _job_row(sweeper, job_id)
+    assert (job.status, job.error_code) == ("failed", "worker_lost")
+    assert "2 attempts" in job.error_message
+
+
+def test_a_lost_message_is_published_again_only_once_its_queue_is_empty(sweeper):
+    lost = _job(sweeper, published_at=_ago(61))
+    waiting = _job(sweeper, published_at=_ago(1))
+    assert sweeper.sweep().republished == 1  # the queue was empty: the message is gone
+    assert sweeper._queue_length("tiny-qwen-image") == 1
+    with sweeper.sessions() as session:
+        session.execute(update(Job).where(Job.id == lost).values(published_at=_ago(61)))
+        session.commit()
+    # Now a message waits in the queue: the old job is waiting its turn, not lost.
+    assert sweeper.sweep().republished == 0
+    assert _job_row(sweeper, waiting).status == "queued"
+
+
+def test_due_webhook_events_are_dispatched_once_per_lease(sweeper):
+    job_id = _job(sweeper, status=JobStatus.IN_PROGRESS, attempts=1, heartbeat_at=_ago(0))
+    with sweeper.sessions() as session:
+        assert jobs.fail(session, job_id, code="x", message="y")
+    assert sweeper.sweep().webhooks == 1
+    assert sweeper.sweep().webhooks == 0  # leased: already in the webhook queue
+    with sweeper.sessions() as session:
+        event = session.query(WebhookEvent).filter_by(job_id=job_id).one()
+        assert event.dispatched_at is not None
+        event.dispatched_at = _ago(301)  # its message was lost: the lease ran out
+        session.commit()
+    assert sweeper.sweep().webhooks == 1

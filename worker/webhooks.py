@@ -1,0 +1,354 @@
+"""Webhook delivery: a job's terminal event POSTed to its URL, signed as Standard Webhooks, the
+scheme the official openai SDK's `client.webhooks.unwrap` verifies.
+
+The database drives retries, not the broker: a message means "make one attempt at this event
+now". The sweeper hands out due events; `deliver` claims the event, POSTs once, and records the
+outcome, and when another attempt is needed it sets `next_attempt_at` (exponential backoff with
+jitter) and clears `dispatched_at` so the sweeper hands it out again when due.
+
+- 2xx: delivered. 410 Gone: the receiver asked to hear no more, so no retry.
+- Anything else (3xx, which is never followed; 4xx; 5xx; a timeout; a refused connection; a URL
+  refused by the outbound check, since DNS can change back): retried until the next attempt
+  would fall past `created_at + webhook_retry_window_s`, then failed.
+- No signing secret for the job's key: failed at once; an unsigned delivery is never sent.
+
+`webhook-id` is the event id, the same on every attempt, so a receiver drops a duplicate by id.
+No database transaction is open while the HTTP request is in flight.
+
+Torch-free and cheap to import: the API imports `signing_secret_for` and `default_webhook_url_for`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from celery import Celery
+from celery.signals import worker_ready
+from kombu import Queue
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.deps import owner_of_key
+from darkroom.outbound import CheckedURL, UnsafeURL, check_url
+from darkroom.settings import KeyWebhook, Settings
+from storage.jobs import now
+from storage.models import EventStatus, Job, WebhookDelivery, WebhookEvent
+from worker.celery_app import WEBHOOK_QUEUE, WEBHOOK_TASK, make_celery
+
+log = logging.getLogger("darkroom.webhooks")
+
+USER_AGENT = "Darkroom-Webhooks/0.1"
+READY = "webhook worker ready"
+_MAX_ADDRESSES_TRIED = 3  # of the host's vetted addresses, in resolver order, until one connects
+_MAX_ERROR_CHARS = 500
+
+
+# --- Which endpoint and secret a key's events use -------------------------------------------
+
+
+def _key_webhook(settings: Settings, owner: str) -> KeyWebhook | None:
+    # Settings name keys; jobs record only the key's fingerprint.
+    for api_key, key_webhook in settings.webhook_keys.items():
+        if owner_of_key(api_key) == owner:
+            return key_webhook
+    return None
+
+
+def signing_secret_for(settings: Settings, owner: str) -> str | None:
+    """The `whsec_` secret that signs this owner's deliveries: its key's own, else the default."""
+    key_webhook = _key_webhook(settings, owner)
+    return (key_webhook.secret if key_webhook else None) or settings.webhook_secret
+
+
+def default_webhook_url_for(settings: Settings, owner: str) -> str | None:
+    """Where this owner's events go when a request names no webhook_url."""
+    key_webhook = _key_webhook(settings, owner)
+    return key_webhook.url if key_webhook else None
+
+
+# --- What is sent ---------------------------------------------------------------------------
+
+
+def event_body(event_id: str, event_type: str, created_at: datetime, job_id: str) -> bytes:
+    """The payload, compact, as bytes: exactly what is signed is what is sent."""
+    event = {
+        "id": event_id,
+        "object": "event",
+        "created_at": int(created_at.timestamp()),
+        "type": event_type,
+        "data": {"id": job_id},
+    }
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed by the secret's decoded bytes."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(secret: str, webhook_id: str, body: bytes, *, timestamp: int) -> dict[str, str]:
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+def retry_delay_s(failed_attempts: int, *, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half to all of min(max, base * 2^(n-1)). Keeping at
+    least half the nominal delay gives a struggling receiver real rest; the random half spreads
+    the retries of many events that failed together."""
+    nominal = min(max_s, base_s * 2 ** min(failed_attempts - 1, 62))
+    return nominal * (rng or random).uniform(0.5, 1.0)
+
+
+# --- One attempt ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """An event this call may attempt: read, and marked in flight, in one short transaction."""
+
+    id: str
+    job_id: str
+    type: str
+    url: str
+    created_at: datetime
+    attempt: int  # the number of this attempt, from 1
+    owner: str
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    started_at: datetime
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = None
+    retryable: bool = True
+
+
+def deliver(
+    settings: Settings, sessions: sessionmaker[Session], event_id: str, *, tls_context: ssl.SSLContext | None = None
+) -> None:
+    """Make one attempt at an event and record it; a message for an event that is not pending or
+    not yet due (a duplicate, or one already in flight) does nothing."""
+    with sessions() as session:
+        claimed = _claim(session, event_id, in_flight_for=_in_flight_lease(settings))
+    if claimed is None:
+        return
+    secret = signing_secret_for(settings, claimed.owner)
+    if secret is None:
+        attempt = _Attempt(
+            started_at=now(),
+            error="No signing secret applies to this job's key (set DARKROOM_WEBHOOK_SECRET or the "
+            "key's secret in DARKROOM_WEBHOOK_KEYS); an unsigned delivery is never sent.",
+            retryable=False,
+        )
+    else:
+        attempt = _attempt(settings, claimed, secret, tls_context)
+    with sessions() as session:
+        _record(session, settings, claimed, attempt)
+
+
+def _in_flight_lease(settings: Settings) -> timedelta:
+    # Outlasts the longest attempt (a connect per address tried, then send and wait, each up to
+    # the timeout), so a duplicate message finds the event not due rather than POSTing it again.
+    return timedelta(seconds=(_MAX_ADDRESSES_TRIED + 3) * settings.webhook_timeout_s + 30)
+
+
+def _claim(session: Session, event_id: str, *, in_flight_for: timedelta) -> _Claimed | None:
+    row = session.execute(
+        select(WebhookEvent, Job.owner).join(Job, Job.id == WebhookEvent.job_id).where(WebhookEvent.id == event_id)
+    ).first()
+    if row is None:
+        log.warning("webhook event %s does not exist; message dropped", event_id)
+        return None
+    event, owner = row
+    started = now()
+    due = or_(WebhookEvent.next_attempt_at.is_(None), WebhookEvent.next_attempt_at <= started)
+    # Compare-and-set on the attempt count and due time: of two copies of one message, one wins.
+    claimed = session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == event_id,
+            WebhookEvent.status == EventStatus.PENDING,
+            WebhookEvent.attempts == event.attempts,
+            due,
+        )
+        .values(next_attempt_at=started + in_flight_for)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    if claimed != 1:
+        log.info("webhook %s is %s and not due; message skipped", event_id, event.status)
+        return None
+    return _Claimed(event.id, event.job_id, event.type, event.url, event.created_at, event.attempts + 1, owner)
+
+
+def _attempt(settings: Settings, claimed: _Claimed, secret: str, tls_context: ssl.SSLContext | None) -> _Attempt:
+    started_at = now()
+    started = time.perf_counter()
+    try:
+        # Again at delivery: the host may resolve elsewhere than when the job was submitted.
+        checked = check_url(
+            claimed.url, allow_http=settings.webhook_allow_http, allowed_hosts=settings.webhook_allowed_hosts
+        )
+    except UnsafeURL as error:
+        return _Attempt(started_at=started_at, error=f"Refused before sending: {error}")
+    body = event_body(claimed.id, claimed.type, claimed.created_at, claimed.job_id)
+    headers = signed_headers(secret, claimed.id, body, timestamp=int(time.time()))
+    try:
+        status_code, location = _post(checked, body, headers, settings.webhook_timeout_s, tls_context)
+    except httpx.HTTPError as error:
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return _Attempt(started_at, latency_ms=latency_ms, error=_describe(error, settings.webhook_timeout_s))
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    error = None
+    if 300 <= status_code < 400:
+        error = f"Redirect to {location!r} not followed: a webhook URL must answer itself."
+    return _Attempt(started_at, status_code=status_code, latency_ms=latency_ms, error=error)
+
+
+def _post(
+    checked: CheckedURL, body: bytes, headers: dict[str, str], timeout_s: float, tls: ssl.SSLContext | None
+) -> tuple[int, str | None]:
+    """POST to the vetted addresses themselves (so a DNS change after the check cannot redirect
+    it), trying the next one only if one cannot be reached; read the status, not the body."""
+    # No proxies from the environment, no pooled connections: each attempt connects where it was checked.
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=tls or True) as client:
+        last_error: httpx.HTTPError | None = None
+        for address in checked.addresses[:_MAX_ADDRESSES_TRIED]:
+            pinned = checked.pinned(address)
+            extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else None
+            try:
+                with client.stream(
+                    "POST", pinned.url, content=body, headers={**headers, "host": pinned.host_header}, extensions=extensions
+                ) as response:
+                    return response.status_code, response.headers.get("location")
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                last_error = error
+        assert last_error is not None  # check_url returns at least one address
+        raise last_error
+
+
+def _describe(error: httpx.HTTPError, timeout_s: float) -> str:
+    phase = {
+        httpx.ConnectTimeout: "connecting",
+        httpx.WriteTimeout: "sending the event",
+        httpx.ReadTimeout: "waiting for the response",
+    }.get(type(error))
+    if phase is not None:
+        return f"Timed out after {timeout_s:g} s {phase}."
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def _next_state(settings: Settings, claimed: _Claimed, attempt: _Attempt) -> dict:
+    """The event's columns after this attempt."""
+    finished = now()
+    code = attempt.status_code
+    if code is not None and 200 <= code < 300:
+        return {"status": EventStatus.DELIVERED, "next_attempt_at": None, "finished_at": finished}
+    if code == 410:
+        return {"status": EventStatus.GONE, "next_attempt_at": None, "finished_at": finished}
+    delay = retry_delay_s(claimed.attempt, base_s=settings.webhook_backoff_base_s, max_s=settings.webhook_backoff_max_s)
+    window_ends = claimed.created_at + timedelta(seconds=settings.webhook_retry_window_s)
+    next_attempt_at = finished + timedelta(seconds=delay)
+    if not attempt.retryable or next_attempt_at > window_ends:
+        return {"status": EventStatus.FAILED, "next_attempt_at": None, "finished_at": finished}
+    return {"status": EventStatus.PENDING, "next_attempt_at": next_attempt_at, "dispatched_at": None}
+
+
+def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _Attempt) -> None:
+    state = _next_state(settings, claimed, attempt)
+    # Only the claim that made this attempt may record it; anything else changed the row first.
+    recorded = session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == claimed.id,
+            WebhookEvent.status == EventStatus.PENDING,
+            WebhookEvent.attempts == claimed.attempt - 1,
+        )
+        .values(attempts=claimed.attempt, **state)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if recorded == 1:
+        session.add(
+            WebhookDelivery(
+                event_id=claimed.id,
+                attempt=claimed.attempt,
+                started_at=attempt.started_at,
+                status_code=attempt.status_code,
+                latency_ms=attempt.latency_ms,
+                error=attempt.error,
+            )
+        )
+    session.commit()
+    outcome = attempt.status_code if attempt.status_code is not None else attempt.error
+    next_at = state["next_attempt_at"]
+    log.info(
+        "webhook %s (%s) attempt %d: %s -> %s%s",
+        claimed.id,
+        claimed.type,
+        claimed.attempt,
+        outcome,
+        state["status"] if recorded == 1 else "not recorded (changed meanwhile)",
+        f", next at {next_at:%H:%M:%S}" if next_at is not None and recorded == 1 else "",
+    )
+
+
+# --- The worker process ---------------------------------------------------------------------
+
+
+def register_webhook_task(app: Celery, settings: Settings) -> None:
+    from storage.db import make_engine, make_session_factory
+
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    # Built once: loading the CA bundle for every attempt would cost more than many deliveries.
+    tls_context = httpx.create_ssl_context()
+
+    @app.task(name=WEBHOOK_TASK)
+    def deliver_webhook(event_id: str) -> None:
+        """One attempt at one webhook event; the message is only its id."""
+        deliver(settings, sessions, event_id, tls_context=tls_context)
+
+
+def run_webhook_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
+    """A Celery worker on the webhook queue only: threads, since a delivery mostly waits on I/O."""
+    app = make_celery(settings)
+    # make_celery declares the generate queues; this worker declares and consumes only its own.
+    app.conf.task_queues = [Queue(WEBHOOK_QUEUE)]
+    register_webhook_task(app, settings)
+
+    @worker_ready.connect(weak=False)
+    def _announce(**_kwargs) -> None:
+        log.info("%s: consuming %s with %d threads", READY, WEBHOOK_QUEUE, settings.webhook_concurrency)
+
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            "--pool=threads",
+            f"--concurrency={settings.webhook_concurrency}",
+            f"--hostname=darkroom-webhooks-{os.getpid()}@{socket.gethostname()}",
+            "--without-mingle",
+            "--without-gossip",
+            f"--queues={WEBHOOK_QUEUE}",
+        ]
+    )
