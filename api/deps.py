@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import APIError, not_found
-from darkroom.settings import Settings
+from darkroom.settings import Settings, owner_of_key
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind
@@ -39,11 +38,6 @@ def get_services(request: Request) -> Services:
 def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
     with services.sessions() as session:
         yield session
-
-
-def owner_of_key(api_key: str) -> str:
-    """A job records a fingerprint of the key that made it, never the key itself."""
-    return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
 def current_owner(request: Request, services: Annotated[Services, Depends(get_services)]) -> str:

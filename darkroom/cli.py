@@ -61,32 +61,44 @@ def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
-    """Embedded mode: migrate, start one worker process, serve the API; stop both together."""
+    """Embedded mode: migrate, start a worker and a webhook worker, sweep in a thread, serve the
+    API; stop all of them together."""
     import uvicorn
 
     from api.app import create_app
+    from worker.sweeper import Sweeper, make_sweeper
 
     cmd_migrate(settings, args)
-    worker = subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, "worker"])
+    children = [
+        subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, command])
+        for command in ("worker", "webhook-worker")
+    ]
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
+    sweeping = threading.Event()
+    sweeper: Sweeper = make_sweeper(settings)
+    threading.Thread(target=sweeper.run, args=(sweeping,), name="sweeper", daemon=True).start()
 
-    def watch_worker() -> None:
-        code = worker.wait()
+    def watch(child: subprocess.Popen) -> None:
+        code = child.wait()
         if not server.should_exit:
-            log.error("the worker exited with code %s; stopping the API", code)
+            log.error("%s exited with code %s; stopping", child.args[-1], code)
             server.should_exit = True
 
-    threading.Thread(target=watch_worker, daemon=True).start()
+    for child in children:
+        threading.Thread(target=watch, args=(child,), daemon=True).start()
     log.info("serving http://%s:%s/v1 with one worker (data in %s)", args.host, args.port, settings.data_dir)
     try:
         server.run()
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
+        sweeping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
             try:
-                worker.wait(timeout=30)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                child.kill()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,23 +7,32 @@ address its host resolves to is globally routable, unless the operator allow-lis
 CIDR containing the address.
 
 A check is only as good as the connection that follows it: a host that resolved to a public
-address a moment ago can resolve to 127.0.0.1 now (DNS rebinding). `CheckedURL.pinned` therefore
-gives the request a URL that names the vetted address itself, with the original host in the Host
-header and TLS server name, so what is checked is what is reached.
+address a moment ago can resolve to 127.0.0.1 now (DNS rebinding). `send_pinned` therefore sends
+to the vetted address itself, with the original host in the Host header and the TLS server name,
+through a `safe_client` that takes no proxy from the environment and follows no redirect, so
+what is checked is what is reached.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# Of a host's vetted addresses, in resolver order, how many a request tries until one connects.
+MAX_ADDRESSES_TRIED = 3
 # RFC 6052's well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches IPv4 a.b.c.d through a gateway.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -81,7 +90,9 @@ def check_url(
             f"{allow_http_setting}=true."
         )
     if parts.username is not None or parts.password is not None:
-        raise UnsafeURL("The URL must not carry credentials (user:password@); put them in its path or query.")
+        raise UnsafeURL(
+            "The URL must not carry credentials (user:password@); put them in its path or query."
+        )
     hostname = (parts.hostname or "").rstrip(".")
     if not hostname:
         raise UnsafeURL("The URL has no host.")
@@ -92,6 +103,56 @@ def check_url(
         for address in addresses:
             _refuse_if_internal(hostname, address, networks, allowed_hosts_setting)
     return CheckedURL(url=url, scheme=scheme, hostname=hostname, port=port, addresses=addresses)
+
+
+def safe_client(*, timeout_s: float, tls_context: ssl.SSLContext | None = None) -> httpx.Client:
+    """A client for URLs that came from outside: no proxy from the environment (it would connect
+    somewhere other than what was checked) and no redirects (a 3xx may point anywhere)."""
+    import httpx  # here, not at the top: settings import this module, few processes send requests
+
+    return httpx.Client(
+        timeout=timeout_s, follow_redirects=False, trust_env=False, verify=tls_context or True
+    )
+
+
+@contextmanager
+def send_pinned(
+    client: httpx.Client,
+    method: str,
+    checked: CheckedURL,
+    *,
+    headers: dict[str, str],
+    content: bytes | None = None,
+) -> Iterator[httpx.Response]:
+    """Send to the checked addresses themselves, trying the next one only when one cannot be
+    reached; the response is streamed, so a caller that needs only the status reads no body."""
+    import httpx
+
+    last_error: Exception | None = None
+    for address in checked.addresses[:MAX_ADDRESSES_TRIED]:
+        pinned = checked.pinned(address)
+        extensions: dict[str, Any] = {}
+        if pinned.sni_hostname:
+            extensions["sni_hostname"] = pinned.sni_hostname
+        request = client.build_request(
+            method,
+            pinned.url,
+            headers={**headers, "host": pinned.host_header},
+            content=content,
+            extensions=extensions,
+        )
+        try:
+            response = client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            last_error = error
+            continue
+        try:
+            yield response
+        finally:
+            response.close()
+        return
+    assert last_error is not None  # check_url never returns a URL without addresses
+    raise last_error
 
 
 def parse_allowed_entry(entry: str) -> str | IPNetwork:
@@ -190,7 +251,9 @@ def _why_internal(address: IPAddress) -> str | None:
     return None if address.is_global else "a non-public"
 
 
-def _refuse_if_internal(hostname: str, address: IPAddress, networks: list[IPNetwork], setting: str) -> None:
+def _refuse_if_internal(
+    hostname: str, address: IPAddress, networks: list[IPNetwork], setting: str
+) -> None:
     embedded = _embedded_ipv4(address)
     candidates = [address] if embedded is None else [address, embedded]
     if any(candidate in network for candidate in candidates for network in networks):

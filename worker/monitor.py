@@ -121,7 +121,8 @@ class JobMonitor:
     def _overrun(self, session: Session) -> None:
         """Still running well past the limit: stuck outside the steps, where no check can reach."""
         limit = self.settings.job_time_limit_s
-        log.error("job %s is stuck %.0f s past its %g s time limit; ending this worker process", self.job_id, self.elapsed_s - limit, limit)
+        overrun_s = self.elapsed_s - limit
+        log.error("job %s is stuck %.0f s past its %g s limit; ending this worker process", self.job_id, overrun_s, limit)
         try:
             jobs.fail(
                 session,

@@ -191,12 +191,17 @@ class Sweeper:
         session.commit()
 
 
-def run_sweeper(settings: Settings) -> None:
+def make_sweeper(settings: Settings) -> Sweeper:
     from storage.db import make_engine, make_session_factory
     from worker.celery_app import make_celery
 
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    return Sweeper(settings, sessions, make_celery(settings))
+
+
+def run_sweeper(settings: Settings) -> None:
+    """`darkroom sweeper`: sweep until SIGTERM or SIGINT."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    Sweeper(settings, sessions, make_celery(settings)).run(stop)
+    make_sweeper(settings).run(stop)

@@ -40,9 +40,16 @@ from kombu import Queue
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.deps import owner_of_key
-from darkroom.outbound import CheckedURL, UnsafeURL, check_url
-from darkroom.settings import KeyWebhook, Settings
+from darkroom.outbound import (
+    MAX_ADDRESSES_TRIED,
+    CheckedURL,
+    UnsafeURL,
+    check_url,
+    safe_client,
+    send_pinned,
+)
+from darkroom.settings import KeyWebhook, Settings, owner_of_key
+from storage.db import make_engine, make_session_factory
 from storage.jobs import now
 from storage.models import EventStatus, Job, WebhookDelivery, WebhookEvent
 from worker.celery_app import WEBHOOK_QUEUE, WEBHOOK_TASK, make_celery
@@ -51,7 +58,6 @@ log = logging.getLogger("darkroom.webhooks")
 
 USER_AGENT = "Darkroom-Webhooks/0.1"
 READY = "webhook worker ready"
-_MAX_ADDRESSES_TRIED = 3  # of the host's vetted addresses, in resolver order, until one connects
 _MAX_ERROR_CHARS = 500
 
 
@@ -110,7 +116,9 @@ def signed_headers(secret: str, webhook_id: str, body: bytes, *, timestamp: int)
     }
 
 
-def retry_delay_s(failed_attempts: int, *, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+def retry_delay_s(
+    failed_attempts: int, *, base_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with "equal jitter": half to all of min(max, base * 2^(n-1)). Keeping at
     least half the nominal delay gives a struggling receiver real rest; the random half spreads
     the retries of many events that failed together."""
@@ -143,8 +151,21 @@ class _Attempt:
     retryable: bool = True
 
 
+def _refused_unsigned(started_at: datetime) -> _Attempt:
+    return _Attempt(
+        started_at,
+        error="No signing secret applies to this job's key (DARKROOM_WEBHOOK_SECRET, or the key's in "
+        "DARKROOM_WEBHOOK_KEYS); an unsigned delivery is never sent.",
+        retryable=False,
+    )
+
+
 def deliver(
-    settings: Settings, sessions: sessionmaker[Session], event_id: str, *, tls_context: ssl.SSLContext | None = None
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    event_id: str,
+    *,
+    tls_context: ssl.SSLContext | None = None,
 ) -> None:
     """Make one attempt at an event and record it; a message for an event that is not pending or
     not yet due (a duplicate, or one already in flight) does nothing."""
@@ -153,15 +174,9 @@ def deliver(
     if claimed is None:
         return
     secret = signing_secret_for(settings, claimed.owner)
-    if secret is None:
-        attempt = _Attempt(
-            started_at=now(),
-            error="No signing secret applies to this job's key (set DARKROOM_WEBHOOK_SECRET or the "
-            "key's secret in DARKROOM_WEBHOOK_KEYS); an unsigned delivery is never sent.",
-            retryable=False,
-        )
-    else:
-        attempt = _attempt(settings, claimed, secret, tls_context)
+    attempt = (
+        _attempt(settings, claimed, secret, tls_context) if secret else _refused_unsigned(now())
+    )
     with sessions() as session:
         _record(session, settings, claimed, attempt)
 
@@ -169,12 +184,14 @@ def deliver(
 def _in_flight_lease(settings: Settings) -> timedelta:
     # Outlasts the longest attempt (a connect per address tried, then send and wait, each up to
     # the timeout), so a duplicate message finds the event not due rather than POSTing it again.
-    return timedelta(seconds=(_MAX_ADDRESSES_TRIED + 3) * settings.webhook_timeout_s + 30)
+    return timedelta(seconds=(MAX_ADDRESSES_TRIED + 3) * settings.webhook_timeout_s + 30)
 
 
 def _claim(session: Session, event_id: str, *, in_flight_for: timedelta) -> _Claimed | None:
     row = session.execute(
-        select(WebhookEvent, Job.owner).join(Job, Job.id == WebhookEvent.job_id).where(WebhookEvent.id == event_id)
+        select(WebhookEvent, Job.owner)
+        .join(Job, Job.id == WebhookEvent.job_id)
+        .where(WebhookEvent.id == event_id)
     ).first()
     if row is None:
         log.warning("webhook event %s does not exist; message dropped", event_id)
@@ -196,28 +213,43 @@ def _claim(session: Session, event_id: str, *, in_flight_for: timedelta) -> _Cla
     ).rowcount
     session.commit()
     if claimed != 1:
-        log.info("webhook %s is %s and not due; message skipped", event_id, event.status)
+        log.info(
+            "webhook %s not attempted: %s, next attempt at %s",
+            event_id,
+            event.status,
+            event.next_attempt_at,
+        )
         return None
-    return _Claimed(event.id, event.job_id, event.type, event.url, event.created_at, event.attempts + 1, owner)
+    return _Claimed(
+        event.id, event.job_id, event.type, event.url, event.created_at, event.attempts + 1, owner
+    )
 
 
-def _attempt(settings: Settings, claimed: _Claimed, secret: str, tls_context: ssl.SSLContext | None) -> _Attempt:
+def _attempt(
+    settings: Settings, claimed: _Claimed, secret: str, tls_context: ssl.SSLContext | None
+) -> _Attempt:
     started_at = now()
     started = time.perf_counter()
     try:
         # Again at delivery: the host may resolve elsewhere than when the job was submitted.
         checked = check_url(
-            claimed.url, allow_http=settings.webhook_allow_http, allowed_hosts=settings.webhook_allowed_hosts
+            claimed.url,
+            allow_http=settings.webhook_allow_http,
+            allowed_hosts=settings.webhook_allowed_hosts,
         )
     except UnsafeURL as error:
         return _Attempt(started_at=started_at, error=f"Refused before sending: {error}")
     body = event_body(claimed.id, claimed.type, claimed.created_at, claimed.job_id)
     headers = signed_headers(secret, claimed.id, body, timestamp=int(time.time()))
     try:
-        status_code, location = _post(checked, body, headers, settings.webhook_timeout_s, tls_context)
+        status_code, location = _post(
+            checked, body, headers, settings.webhook_timeout_s, tls_context
+        )
     except httpx.HTTPError as error:
         latency_ms = round((time.perf_counter() - started) * 1000)
-        return _Attempt(started_at, latency_ms=latency_ms, error=_describe(error, settings.webhook_timeout_s))
+        return _Attempt(
+            started_at, latency_ms=latency_ms, error=_describe(error, settings.webhook_timeout_s)
+        )
     latency_ms = round((time.perf_counter() - started) * 1000)
     error = None
     if 300 <= status_code < 400:
@@ -226,25 +258,19 @@ def _attempt(settings: Settings, claimed: _Claimed, secret: str, tls_context: ss
 
 
 def _post(
-    checked: CheckedURL, body: bytes, headers: dict[str, str], timeout_s: float, tls: ssl.SSLContext | None
+    checked: CheckedURL,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    tls_context: ssl.SSLContext | None,
 ) -> tuple[int, str | None]:
-    """POST to the vetted addresses themselves (so a DNS change after the check cannot redirect
-    it), trying the next one only if one cannot be reached; read the status, not the body."""
-    # No proxies from the environment, no pooled connections: each attempt connects where it was checked.
-    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=tls or True) as client:
-        last_error: httpx.HTTPError | None = None
-        for address in checked.addresses[:_MAX_ADDRESSES_TRIED]:
-            pinned = checked.pinned(address)
-            extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else None
-            try:
-                with client.stream(
-                    "POST", pinned.url, content=body, headers={**headers, "host": pinned.host_header}, extensions=extensions
-                ) as response:
-                    return response.status_code, response.headers.get("location")
-            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-                last_error = error
-        assert last_error is not None  # check_url returns at least one address
-        raise last_error
+    """The status and redirect target; the body is never read. A new client per attempt: a pooled
+    connection verified for one host must not carry a request for another at the same address."""
+    with (
+        safe_client(timeout_s=timeout_s, tls_context=tls_context) as client,
+        send_pinned(client, "POST", checked, headers=headers, content=body) as response,
+    ):
+        return response.status_code, response.headers.get("location")
 
 
 def _describe(error: httpx.HTTPError, timeout_s: float) -> str:
@@ -267,12 +293,20 @@ def _next_state(settings: Settings, claimed: _Claimed, attempt: _Attempt) -> dic
         return {"status": EventStatus.DELIVERED, "next_attempt_at": None, "finished_at": finished}
     if code == 410:
         return {"status": EventStatus.GONE, "next_attempt_at": None, "finished_at": finished}
-    delay = retry_delay_s(claimed.attempt, base_s=settings.webhook_backoff_base_s, max_s=settings.webhook_backoff_max_s)
+    delay = retry_delay_s(
+        claimed.attempt,
+        base_s=settings.webhook_backoff_base_s,
+        max_s=settings.webhook_backoff_max_s,
+    )
     window_ends = claimed.created_at + timedelta(seconds=settings.webhook_retry_window_s)
     next_attempt_at = finished + timedelta(seconds=delay)
     if not attempt.retryable or next_attempt_at > window_ends:
         return {"status": EventStatus.FAILED, "next_attempt_at": None, "finished_at": finished}
-    return {"status": EventStatus.PENDING, "next_attempt_at": next_attempt_at, "dispatched_at": None}
+    return {
+        "status": EventStatus.PENDING,
+        "next_attempt_at": next_attempt_at,
+        "dispatched_at": None,
+    }
 
 
 def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _Attempt) -> None:
@@ -300,16 +334,20 @@ def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _A
             )
         )
     session.commit()
-    outcome = attempt.status_code if attempt.status_code is not None else attempt.error
-    next_at = state["next_attempt_at"]
+    outcome = f"{attempt.status_code or ''} {attempt.error or ''}".strip()
+    if recorded != 1:
+        after = "not recorded: the event changed meanwhile"
+    elif state["status"] == EventStatus.PENDING:
+        after = f"retry at {state['next_attempt_at']:%H:%M:%S.%f}"
+    else:
+        after = str(state["status"])
     log.info(
-        "webhook %s (%s) attempt %d: %s -> %s%s",
+        "webhook %s (%s) attempt %d: %s -> %s",
         claimed.id,
         claimed.type,
         claimed.attempt,
         outcome,
-        state["status"] if recorded == 1 else "not recorded (changed meanwhile)",
-        f", next at {next_at:%H:%M:%S}" if next_at is not None and recorded == 1 else "",
+        after,
     )
 
 
@@ -317,8 +355,6 @@ def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _A
 
 
 def register_webhook_task(app: Celery, settings: Settings) -> None:
-    from storage.db import make_engine, make_session_factory
-
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     # Built once: loading the CA bundle for every attempt would cost more than many deliveries.
     tls_context = httpx.create_ssl_context()
@@ -338,7 +374,9 @@ def run_webhook_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
 
     @worker_ready.connect(weak=False)
     def _announce(**_kwargs) -> None:
-        log.info("%s: consuming %s with %d threads", READY, WEBHOOK_QUEUE, settings.webhook_concurrency)
+        log.info(
+            "%s: consuming %s with %d threads", READY, WEBHOOK_QUEUE, settings.webhook_concurrency
+        )
 
     app.worker_main(
         [

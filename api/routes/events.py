@@ -67,11 +67,15 @@ def list_image_events(image_id: str, session: SessionDep, owner: OwnerDep) -> Jo
     return _events_of(session, image_id, owner, IMAGE_KINDS, "image")
 
 
-def _events_of(session: Session, job_id: str, owner: str, kinds: tuple[JobKind, ...], what: str) -> JobEventList:
+def _events_of(
+    session: Session, job_id: str, owner: str, kinds: tuple[JobKind, ...], what: str
+) -> JobEventList:
     job = get_owned_job(session, job_id, owner, kinds, what)
     events = list(
         session.scalars(
-            select(WebhookEvent).where(WebhookEvent.job_id == job.id).order_by(WebhookEvent.created_at, WebhookEvent.id)
+            select(WebhookEvent)
+            .where(WebhookEvent.job_id == job.id)
+            .order_by(WebhookEvent.created_at, WebhookEvent.id)
         )
     )
     history: dict[str, list[DeliveryAttempt]] = defaultdict(list)

@@ -16,11 +16,11 @@ import redis
 from PIL import Image
 from sqlalchemy import create_engine, select, update
 
-from api.deps import owner_of_key
+from darkroom.settings import owner_of_key
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 from tests.processes import make_bucket
-from tests.stack import KEY_A, KEY_B, start_stack, create_database, drop_database
+from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
 
 SLOW_VIDEO = {"model": "tiny-wan", "size": "32x32", "seconds": "1", "extra_body": {"num_inference_steps": 200}}
 
@@ -56,13 +56,13 @@ def test_a_job_accepted_while_the_broker_is_unreachable_runs_once_the_sweeper_pu
     # This API process cannot reach any broker; the stack's sweeper can.
     base_url = spawn_api({"DARKROOM_BROKER_URL": "redis://127.0.0.1:1/0"})
     client = openai.OpenAI(base_url=base_url, api_key=KEY_A, max_retries=0)
-    result = client.images.edit(model="tiny-qwen-image-edit", image=("a.png", _png(), "image/png"), prompt="x")
-    assert len(result.data) == 1 and result.data[0].b64_json
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(Job.status, Job.published_at).where(Job.owner == owner_of_key(KEY_A)).order_by(Job.created_at.desc())
-        ).first()
-    assert row.status == "completed" and row.published_at is not None
+    result = client.images.edit(
+        model="tiny-qwen-image-edit", image=("a.png", _png(), "image/png"), prompt="x", response_format="url"
+    )
+    job_id = result.data[0].url.split("/images/")[1].split("/")[0]
+    job = _job(engine, job_id)
+    assert job.status == "completed" and job.published_at is not None
+    assert "Sweep(published=1," in stack.log_path("sweeper").read_text()  # the sweeper published it
 
 
 def test_the_same_idempotency_key_and_body_returns_the_first_job(client):

@@ -24,9 +24,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, event, select, update
 
-from api.deps import owner_of_key
 from darkroom.outbound import UnsafeURL, check_url
-from darkroom.settings import KeyWebhook, Settings
+from darkroom.settings import KeyWebhook, Settings, owner_of_key
 from storage import jobs
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import EventStatus, Job, JobKind, WebhookDelivery, WebhookEvent
@@ -54,19 +53,33 @@ SDK = openai.OpenAI(api_key="unused")
 # --- Signatures ------------------------------------------------------------------------------
 
 
-def _signed(event_type: str = "video.completed", secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+def _signed(
+    event_type: str = "video.completed", secret: str = SECRET
+) -> tuple[bytes, dict[str, str]]:
     body = event_body("evt_1", event_type, dt.datetime.now(dt.UTC), "video_1")
     return body, signed_headers(secret, "evt_1", body, timestamp=int(time.time()))
 
 
-@pytest.mark.parametrize("event_type", ["video.completed", "video.failed", "video.cancelled", "image.completed", "image.failed"])
+@pytest.mark.parametrize(
+    "event_type",
+    ["video.completed", "video.failed", "video.cancelled", "image.completed", "image.failed"],
+)
 def test_the_sdk_verifies_and_unwraps_every_darkroom_event_type(event_type):
     body, headers = _signed(event_type)
     unwrapped = SDK.webhooks.unwrap(body, headers, secret=SECRET)
     # Not in the SDK's union of event classes, so it comes back loosely built: read it by `type`.
-    assert (unwrapped.id, unwrapped.type, unwrapped.data.id, unwrapped.object) == ("evt_1", event_type, "video_1", "event")
+    assert (unwrapped.id, unwrapped.type, unwrapped.data.id, unwrapped.object) == (
+        "evt_1",
+        event_type,
+        "video_1",
+        "event",
+    )
     assert json.loads(body) == {
-        "id": "evt_1", "object": "event", "created_at": unwrapped.created_at, "type": event_type, "data": {"id": "video_1"}
+        "id": "evt_1",
+        "object": "event",
+        "created_at": unwrapped.created_at,
+        "type": event_type,
+        "data": {"id": "video_1"},
     }
 
 
@@ -75,7 +88,11 @@ def test_the_sdk_verifies_and_unwraps_every_darkroom_event_type(event_type):
     [
         lambda body, headers, secret: (body.replace(b"video_1", b"video_2"), headers, secret),
         lambda body, headers, secret: (body, {**headers, "webhook-id": "evt_2"}, secret),
-        lambda body, headers, secret: (body, {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)}, secret),
+        lambda body, headers, secret: (
+            body,
+            {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)},
+            secret,
+        ),
         lambda body, headers, secret: (body, headers, new_secret()),
     ],
     ids=["body", "id", "timestamp", "secret"],
@@ -99,7 +116,9 @@ def test_backoff_doubles_to_its_cap_with_half_to_full_jitter():
 # --- Settings and secrets ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["plain-text", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()])
+@pytest.mark.parametrize(
+    "bad", ["plain-text", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()]
+)
 def test_a_malformed_webhook_secret_is_refused_at_start_up(bad):
     with pytest.raises(ValidationError, match="whsec_"):
         Settings(webhook_secret=bad)
@@ -109,19 +128,32 @@ def test_a_malformed_webhook_secret_is_refused_at_start_up(bad):
 
 def test_blank_secret_means_none_and_allowed_hosts_must_parse():
     assert Settings(webhook_secret="  ").webhook_secret is None
-    assert Settings(webhook_allowed_hosts="127.0.0.1, 10.0.0.0/8,hooks.local").webhook_allowed_hosts == (
-        "127.0.0.1", "10.0.0.0/8", "hooks.local"
-    )
+    assert Settings(
+        webhook_allowed_hosts="127.0.0.1, 10.0.0.0/8,hooks.local"
+    ).webhook_allowed_hosts == ("127.0.0.1", "10.0.0.0/8", "hooks.local")
     with pytest.raises(ValidationError, match="10.0.0.0/33"):
         Settings(webhook_allowed_hosts="10.0.0.0/33")
 
 
 def test_a_key_signs_with_its_own_secret_else_the_default():
     own = new_secret()
-    settings = Settings(webhook_secret=SECRET, webhook_keys={KEY: KeyWebhook(url="https://a.example/h", secret=own)})
-    assert (signing_secret_for(settings, OWNER), default_webhook_url_for(settings, OWNER)) == (own, "https://a.example/h")
-    assert (signing_secret_for(settings, owner_of_key("sk-other")), default_webhook_url_for(settings, "x")) == (SECRET, None)
-    assert signing_secret_for(Settings(webhook_keys={KEY: KeyWebhook(url="https://a.example/h")}), OWNER) is None
+    settings = Settings(
+        webhook_secret=SECRET, webhook_keys={KEY: KeyWebhook(url="https://a.example/h", secret=own)}
+    )
+    assert (signing_secret_for(settings, OWNER), default_webhook_url_for(settings, OWNER)) == (
+        own,
+        "https://a.example/h",
+    )
+    assert (
+        signing_secret_for(settings, owner_of_key("sk-other")),
+        default_webhook_url_for(settings, "x"),
+    ) == (SECRET, None)
+    assert (
+        signing_secret_for(
+            Settings(webhook_keys={KEY: KeyWebhook(url="https://a.example/h")}), OWNER
+        )
+        is None
+    )
 
 
 # --- The outbound URL guard ----------------------------------------------------------------
@@ -163,8 +195,12 @@ def test_a_refusal_names_the_setting_that_would_allow_it():
 
 
 def test_allow_listed_hosts_and_cidrs_pass():
-    assert _check("https://93.184.216.34/hook").addresses == (ipaddress.ip_address("93.184.216.34"),)
-    assert _check("http://localhost:8080/hook", allow_http=True, allowed=("localhost",)).port == 8080
+    assert _check("https://93.184.216.34/hook").addresses == (
+        ipaddress.ip_address("93.184.216.34"),
+    )
+    assert (
+        _check("http://localhost:8080/hook", allow_http=True, allowed=("localhost",)).port == 8080
+    )
     assert _check("https://10.1.2.3/hook", allowed=("10.0.0.0/8",)).hostname == "10.1.2.3"
     assert _check("https://[::ffff:127.0.0.1]/hook", allowed=("127.0.0.1",))
     with pytest.raises(UnsafeURL):
@@ -181,10 +217,14 @@ def test_a_host_with_any_internal_address_is_refused(monkeypatch):
 
 def test_a_checked_url_pins_the_vetted_address_and_keeps_the_host(monkeypatch):
     _fake_dns(monkeypatch, {"hooks.example.test": ["2001:db8::5"]})
-    checked = _check("https://hooks.example.test:8443/a/b?c=1#frag", allowed=("hooks.example.test",))
+    checked = _check(
+        "https://hooks.example.test:8443/a/b?c=1#frag", allowed=("hooks.example.test",)
+    )
     pinned = checked.pinned(checked.addresses[0])
     assert (pinned.url, pinned.host_header, pinned.sni_hostname) == (
-        "https://[2001:db8::5]:8443/a/b?c=1", "hooks.example.test:8443", "hooks.example.test"
+        "https://[2001:db8::5]:8443/a/b?c=1",
+        "hooks.example.test:8443",
+        "hooks.example.test",
     )
 
 
@@ -194,7 +234,10 @@ def _fake_dns(monkeypatch, answers: dict[str, list[str]]) -> None:
     def getaddrinfo(host, port, *args, **kwargs):
         if host not in answers:
             return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in answers[host]]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+            for address in answers[host]
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
@@ -236,7 +279,9 @@ class Receiver:
             self.tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
             self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
 
     @property
     def url(self) -> str:
@@ -265,7 +310,11 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sessions(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'webhooks.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    url = (
+        f"sqlite:///{tmp_path / 'webhooks.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     upgrade_schema(url)
     engine = make_engine(url)
     yield make_session_factory(engine)
@@ -273,14 +322,14 @@ def sessions(request, tmp_path):
 
 
 def _settings(**overrides) -> Settings:
-    values = dict(
-        webhook_secret=SECRET,
-        webhook_allow_http=True,
-        webhook_allowed_hosts=("127.0.0.1",),
-        webhook_timeout_s=1.0,
-        webhook_backoff_base_s=5.0,
-        webhook_backoff_max_s=60.0,
-    )
+    values = {
+        "webhook_secret": SECRET,
+        "webhook_allow_http": True,
+        "webhook_allowed_hosts": ("127.0.0.1",),
+        "webhook_timeout_s": 1.0,
+        "webhook_backoff_base_s": 5.0,
+        "webhook_backoff_max_s": 60.0,
+    }
     return Settings(**(values | overrides))
 
 
@@ -288,12 +337,21 @@ def _completed_job_event(sessions, url: str, owner: str = OWNER) -> str:
     """A video job with a webhook URL, run to completion: its terminal event, as the worker leaves it."""
     with sessions() as session:
         job_id = jobs.new_job_id(JobKind.VIDEO)
-        jobs.create(session, job_id=job_id, kind=JobKind.VIDEO, model="tiny-wan", owner=owner, params={})
+        jobs.create(
+            session, job_id=job_id, kind=JobKind.VIDEO, model="tiny-wan", owner=owner, params={}
+        )
         session.commit()
         session.execute(update(Job).where(Job.id == job_id).values(webhook_url=url))
         session.commit()
         jobs.claim(session, job_id, "w1")
-        jobs.complete(session, job_id, output_keys=["k"], output_meta={}, timings={}, retention=dt.timedelta(days=1))
+        jobs.complete(
+            session,
+            job_id,
+            output_keys=["k"],
+            output_meta={},
+            timings={},
+            retention=dt.timedelta(days=1),
+        )
         return session.scalars(select(WebhookEvent.id).where(WebhookEvent.job_id == job_id)).one()
 
 
@@ -301,14 +359,22 @@ def _state(sessions, event_id: str) -> tuple[WebhookEvent, list[WebhookDelivery]
     with sessions() as session:
         found = session.get(WebhookEvent, event_id)
         history = list(
-            session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event_id).order_by(WebhookDelivery.attempt))
+            session.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.event_id == event_id)
+                .order_by(WebhookDelivery.attempt)
+            )
         )
         return found, history
 
 
 def _make_due(sessions, event_id: str) -> None:
     with sessions() as session:
-        session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(next_attempt_at=jobs.now()))
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id)
+            .values(next_attempt_at=jobs.now())
+        )
         session.commit()
 
 
@@ -324,8 +390,16 @@ def test_a_2xx_delivers_a_signed_event_once(sessions, receiver):
     assert history[0].latency_ms >= 0
     [(headers, body)] = hook.requests
     unwrapped = SDK.webhooks.unwrap(body, headers, secret=SECRET)
-    assert (unwrapped.id, unwrapped.type, unwrapped.data.id) == (event_id, "video.completed", found.job_id)
-    assert (headers["webhook-id"], headers["user-agent"], headers["content-type"]) == (event_id, USER_AGENT, "application/json")
+    assert (unwrapped.id, unwrapped.type, unwrapped.data.id) == (
+        event_id,
+        "video.completed",
+        found.job_id,
+    )
+    assert (headers["webhook-id"], headers["user-agent"], headers["content-type"]) == (
+        event_id,
+        USER_AGENT,
+        "application/json",
+    )
     assert headers["host"] == f"127.0.0.1:{hook.port}"
 
     deliver(_settings(), sessions, event_id)  # a duplicate message: nothing is sent
@@ -339,8 +413,17 @@ def test_a_5xx_schedules_a_jittered_retry_and_the_retries_carry_the_same_id(sess
     deliver(_settings(), sessions, event_id)
 
     found, _ = _state(sessions, event_id)
-    assert (found.status, found.attempts, found.dispatched_at, found.finished_at) == (EventStatus.PENDING, 1, None, None)
-    assert before + dt.timedelta(seconds=2.5) <= found.next_attempt_at <= jobs.now() + dt.timedelta(seconds=5)
+    assert (found.status, found.attempts, found.dispatched_at, found.finished_at) == (
+        EventStatus.PENDING,
+        1,
+        None,
+        None,
+    )
+    assert (
+        before + dt.timedelta(seconds=2.5)
+        <= found.next_attempt_at
+        <= jobs.now() + dt.timedelta(seconds=5)
+    )
 
     deliver(_settings(), sessions, event_id)  # not due yet: nothing is sent
     assert len(hook.requests) == 1
@@ -361,7 +444,11 @@ def test_410_gone_ends_the_event_without_retries(sessions, receiver):
     event_id = _completed_job_event(sessions, hook.url)
     deliver(_settings(), sessions, event_id)
     found, history = _state(sessions, event_id)
-    assert (found.status, found.next_attempt_at, [row.status_code for row in history]) == (EventStatus.GONE, None, [410])
+    assert (found.status, found.next_attempt_at, [row.status_code for row in history]) == (
+        EventStatus.GONE,
+        None,
+        [410],
+    )
 
 
 def test_a_failure_past_the_retry_window_fails_the_event(sessions, receiver):
@@ -375,16 +462,24 @@ def test_a_failure_past_the_retry_window_fails_the_event(sessions, receiver):
 
 @pytest.mark.parametrize(
     ("answer", "error"),
-    [("slow", "Timed out after 0.3 s waiting for the response."), ("redirect", "not followed"), ("closed", "ConnectError")],
+    [
+        ("slow", "Timed out after 0.3 s waiting for the response."),
+        ("redirect", "not followed"),
+        ("closed", "ConnectError"),
+    ],
 )
-def test_no_answer_or_a_redirect_is_a_failed_attempt_with_its_error(sessions, receiver, answer, error):
+def test_no_answer_or_a_redirect_is_a_failed_attempt_with_its_error(
+    sessions, receiver, answer, error
+):
     if answer == "closed":
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
         hook = None
     else:
-        hook = receiver(302 if answer == "redirect" else 200, delay_s=1.0 if answer == "slow" else 0.0)
+        hook = receiver(
+            302 if answer == "redirect" else 200, delay_s=1.0 if answer == "slow" else 0.0
+        )
         url = hook.url
     event_id = _completed_job_event(sessions, url)
     deliver(_settings(webhook_timeout_s=0.3), sessions, event_id)
@@ -429,7 +524,9 @@ def test_a_key_with_its_own_secret_signs_with_it(sessions, receiver):
 def test_two_copies_of_one_message_send_one_request(sessions, receiver):
     hook = receiver(200, delay_s=0.5)
     event_id = _completed_job_event(sessions, hook.url)
-    copies = [threading.Thread(target=deliver, args=(_settings(), sessions, event_id)) for _ in range(2)]
+    copies = [
+        threading.Thread(target=deliver, args=(_settings(), sessions, event_id)) for _ in range(2)
+    ]
     for copy in copies:
         copy.start()
     for copy in copies:
@@ -438,12 +535,31 @@ def test_two_copies_of_one_message_send_one_request(sessions, receiver):
     assert (len(hook.requests), found.status, len(history)) == (1, EventStatus.DELIVERED, 1)
 
 
-def test_https_delivery_goes_to_the_vetted_address_with_the_hostname_for_tls(sessions, receiver, monkeypatch, tmp_path):
+def test_an_unreachable_address_falls_through_to_the_next_vetted_one(
+    sessions, receiver, monkeypatch
+):
+    hook = receiver(200)  # listens on 127.0.0.1 only; nothing answers on 127.0.0.2
+    _fake_dns(monkeypatch, {"two.example.test": ["127.0.0.2", "127.0.0.1"]})
+    event_id = _completed_job_event(sessions, f"http://two.example.test:{hook.port}/hook")
+    deliver(_settings(webhook_allowed_hosts=("127.0.0.0/8",)), sessions, event_id)
+    found, [row] = _state(sessions, event_id)
+    assert (found.status, row.status_code) == (EventStatus.DELIVERED, 200)
+    assert hook.requests[0][0]["host"] == f"two.example.test:{hook.port}"
+
+
+def test_https_delivery_goes_to_the_vetted_address_with_the_hostname_for_tls(
+    sessions, receiver, monkeypatch, tmp_path
+):
     server_tls, client_tls = _tls_pair("hooks.example.test", tmp_path)
     hook = receiver(200, tls=server_tls)
     _fake_dns(monkeypatch, {"hooks.example.test": ["127.0.0.1"]})
     event_id = _completed_job_event(sessions, f"https://hooks.example.test:{hook.port}/hook")
-    deliver(_settings(webhook_allowed_hosts=("127.0.0.0/8",)), sessions, event_id, tls_context=client_tls)
+    deliver(
+        _settings(webhook_allowed_hosts=("127.0.0.0/8",)),
+        sessions,
+        event_id,
+        tls_context=client_tls,
+    )
 
     found, [row] = _state(sessions, event_id)
     assert (found.status, row.status_code, row.error) == (EventStatus.DELIVERED, 200, None)
@@ -462,8 +578,12 @@ def _tls_pair(hostname: str, directory) -> tuple[ssl.SSLContext, ssl.SSLContext]
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     today = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(today - dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(today - dt.timedelta(days=1))
         .not_valid_after(today + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -472,7 +592,11 @@ def _tls_pair(hostname: str, directory) -> tuple[ssl.SSLContext, ssl.SSLContext]
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert_path, key_path)
@@ -505,20 +629,39 @@ def test_the_events_endpoint_shows_each_attempt_in_three_queries(tmp_path, recei
     with TestClient(create_app(settings)) as api:
         event.listen(Engine, "before_cursor_execute", count)
         try:
-            answer = api.get(f"/v1/videos/{job_id}/events", headers={"authorization": f"Bearer {KEY}"})
+            answer = api.get(
+                f"/v1/videos/{job_id}/events", headers={"authorization": f"Bearer {KEY}"}
+            )
         finally:
             event.remove(Engine, "before_cursor_execute", count)
-        other = api.get(f"/v1/videos/{job_id}/events", headers={"authorization": "Bearer sk-unit-b"})
-        as_image = api.get(f"/v1/images/{job_id}/events", headers={"authorization": f"Bearer {KEY}"})
+        other = api.get(
+            f"/v1/videos/{job_id}/events", headers={"authorization": "Bearer sk-unit-b"}
+        )
+        as_image = api.get(
+            f"/v1/images/{job_id}/events", headers={"authorization": f"Bearer {KEY}"}
+        )
 
     engine.dispose()
     assert answer.status_code == 200, answer.text
     assert len(statements) == 3  # the job, its events, their deliveries
     [listed] = answer.json()["data"]
     delivery = listed["delivery"]
-    assert (listed["id"], listed["object"], listed["type"], listed["data"]) == (event_id, "event", "video.completed", {"id": job_id})
-    assert (delivery["url"], delivery["status"], delivery["attempts"], delivery["next_attempt_at"]) == (hook.url, "delivered", 2, None)
-    assert [(h["attempt"], h["status_code"], h["error"]) for h in delivery["history"]] == [(1, 500, None), (2, 200, None)]
+    assert (listed["id"], listed["object"], listed["type"], listed["data"]) == (
+        event_id,
+        "event",
+        "video.completed",
+        {"id": job_id},
+    )
+    assert (
+        delivery["url"],
+        delivery["status"],
+        delivery["attempts"],
+        delivery["next_attempt_at"],
+    ) == (hook.url, "delivered", 2, None)
+    assert [(h["attempt"], h["status_code"], h["error"]) for h in delivery["history"]] == [
+        (1, 500, None),
+        (2, 200, None),
+    ]
     assert delivery["finished_at"] >= listed["created_at"]
     assert (other.status_code, other.json()["error"]["code"]) == (404, "not_found")
     assert as_image.status_code == 404
