@@ -26,7 +26,7 @@ from pipelines.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
 from storage.models import IdempotencyKey, Job, JobKind, JobStatus
 from worker.celery_app import publish_generate
-from worker.webhooks import default_webhook_url_for, signing_secret_for
+from worker.webhook_signing import default_webhook_url_for, signing_secret_for
 
 log = logging.getLogger("darkroom.api")
 

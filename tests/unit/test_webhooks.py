@@ -29,15 +29,14 @@ from darkroom.settings import KeyWebhook, Settings, owner_of_key
 from storage import jobs
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import EventStatus, Job, JobKind, WebhookDelivery, WebhookEvent
-from worker.webhooks import (
+from worker.webhook_signing import (
     USER_AGENT,
     default_webhook_url_for,
-    deliver,
     event_body,
-    retry_delay_s,
     signed_headers,
     signing_secret_for,
 )
+from worker.webhooks import deliver, retry_delay_s
 
 
 def new_secret() -> str:
