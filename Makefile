@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-integration bench services clean
+.PHONY: install run test test-unit test-integration chaos bench services clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test-unit: install
 
 test-integration: install services
 	$(PY) -m pytest tests/integration
+
+# The fault tests at the issue's scale (1,000 jobs, 20 kills, 30 s outages); `make test` runs them small.
+chaos: install services
+	DARKROOM_CHAOS_SCALE=full $(PY) -m pytest tests/chaos -s -q -p no:cacheprovider
 
 bench: install services
 	$(PY) -m bench.overhead

@@ -15,7 +15,15 @@ from pathlib import Path
 import openai
 import psycopg
 
-from tests.processes import WORKER_READY, dump_logs, free_port, spawn, stop, wait_for_log, wait_for_port
+from tests.processes import (
+    WORKER_READY,
+    dump_logs,
+    free_port,
+    spawn,
+    stop,
+    wait_for_log,
+    wait_for_port,
+)
 
 KEY_A, KEY_B = "sk-test-tenant-a", "sk-test-tenant-b"
 WEBHOOK_READY = "webhook worker ready"

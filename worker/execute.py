@@ -84,7 +84,6 @@ def execute(ctx: WorkerContext, job_id: str) -> None:
                     window_s=ctx.settings.worker_lost_after_s,
                 )
             except JobStopped as stopped:
-                ctx.blobs.delete_prefix(outputs_prefix)
                 if stopped.reason == StopReason.TIME_LIMIT:
                     limit = ctx.settings.job_time_limit_s
                     log.warning("job %s passed its %g s time limit", job_id, limit)
@@ -98,17 +97,27 @@ def execute(ctx: WorkerContext, job_id: str) -> None:
                     )
                 else:
                     log.info("job %s was cancelled or taken over while running", job_id)
+                _discard_outputs(ctx, outputs_prefix)
                 return
             except JobFailure as failure:
                 log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-                ctx.blobs.delete_prefix(outputs_prefix)
                 jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
+                _discard_outputs(ctx, outputs_prefix)
                 return
         if not completed:
             log.info("job %s was cancelled during upload; removing its outputs", job_id)
-            ctx.blobs.delete_prefix(outputs_prefix)
+            _discard_outputs(ctx, outputs_prefix)
             return
         log.info("job %s completed: %s", job_id, timings)
+
+
+def _discard_outputs(ctx: WorkerContext, prefix: str) -> None:
+    """Best effort, and only after the job's state is written: the blob store may be the very
+    thing that failed, and unreferenced outputs under an attempt prefix are harmless."""
+    try:
+        ctx.blobs.delete_prefix(prefix)
+    except Exception as error:  # noqa: BLE001 - any storage error leaves only orphaned blobs
+        log.warning("could not remove outputs under %s: %s", prefix, error)
 
 
 def _retry_database(write: Callable[[], bool], session: Session, *, window_s: float) -> bool:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import RedisServer, shut_down
+from tests.chaos.harness import shut_down
+from tests.chaos.servers import RedisServer
 from tests.processes import dump_logs
 from tests.stack import POSTGRES_ADMIN_URL, LiveStack, create_database, drop_database, start_stack
 
@@ -27,13 +28,17 @@ CHAOS_MODELS = ("tiny-wan", "tiny-qwen-image")
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "chaos: breaks a part of a live stack (kill -9, Redis, Postgres, S3)")
+    config.addinivalue_line(
+        "markers", "chaos: breaks a part of a live stack (kill -9, Redis, Postgres, S3)"
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    setattr(item, f"chaos_{report.when}", report)  # the stack fixture dumps logs when the test failed
+    setattr(
+        item, f"chaos_{report.when}", report
+    )  # the stack fixture dumps logs when the test failed
     return report
 
 
@@ -101,16 +106,21 @@ def launch(request, tmp_path, chaos_models_dir) -> Iterator[Callable[..., LiveSt
 
     yield start
 
-    failed = any(getattr(getattr(request.node, f"chaos_{when}", None), "failed", False) for when in ("setup", "call"))
-    for stack in stacks:
-        if failed:
+    failed = any(
+        getattr(getattr(request.node, f"chaos_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+    if failed:
+        for stack in stacks:
             dump_logs(*sorted(stack.data_dir.glob("*.log")))
-        shut_down(stack)
     errors = []
-    for cleanup in reversed(cleanups):
+    for cleanup in [
+        *(lambda stack=stack: shut_down(stack) for stack in stacks),
+        *reversed(cleanups),
+    ]:
         try:
             cleanup()
-        except Exception as error:  # clean up the rest all the same
+        except Exception as error:  # noqa: BLE001 - clean up the rest all the same
             errors.append(error)
     if errors:
         raise errors[0]

@@ -1,5 +1,4 @@
-"""What the fault tests share: the scale knob, private servers that a test may stop and restart
-(Redis, Postgres, moto's S3), a read-only view of the test's own jobs table, the output sets in S3,
+"""What the fault tests share: the scale knob, a read-only view of the test's own jobs table, the output sets in S3,
 the worker logs, and the one-line figures each test prints.
 
 Every test runs against its own stack, so nothing here touches the machine's shared services
@@ -10,13 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import pwd
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -24,12 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import boto3
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.models import Job
-from tests.processes import free_port, wait_for_port
+from tests.chaos.servers import s3_client
 from tests.stack import LiveStack
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -55,7 +49,9 @@ def by_scale(small, full):
 
 def report(test: str, **figures) -> str:
     """Print one line of figures (pytest -s shows it) and append it to $DARKROOM_CHAOS_REPORT."""
-    line = f"CHAOS [{SCALE}] {test}: " + " ".join(f"{name}={_fmt(value)}" for name, value in figures.items())
+    line = f"CHAOS [{SCALE}] {test}: " + " ".join(
+        f"{name}={_fmt(value)}" for name, value in figures.items()
+    )
     print("\n" + line, flush=True)
     path = os.environ.get("DARKROOM_CHAOS_REPORT")
     if path:
@@ -80,143 +76,8 @@ def percentile(values: Iterable[float], pct: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Private servers
-
-
-class RedisServer:
-    """A redis-server of the test's own, with no persistence: a restart comes back empty, as a
-    broker restart without AOF does, and every message in it is gone."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        self.process = None
-
-
-class MotoServer:
-    """moto's standalone S3 server on a port that survives restarts. moto keeps everything in
-    memory, so a restart loses every object and bucket; `start` re-creates the bucket."""
-
-    def __init__(self, port: int | None = None, bucket: str | None = None) -> None:
-        self.port = port or free_port()
-        self.bucket = bucket or f"darkroom-chaos-{os.getpid()}-{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MotoServer:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
-        s3_client(self.endpoint).create_bucket(Bucket=self.bucket)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-
-def _postgres_bin() -> Path:
-    configured = os.environ.get("DARKROOM_CHAOS_PG_BIN")
-    if configured:
-        return Path(configured)
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda path: int(path.parts[-3]))
-    if not found:
-        raise RuntimeError("no Postgres server binaries under /usr/lib/postgresql; set DARKROOM_CHAOS_PG_BIN")
-    return found[-1].parent
-
-
-class PostgresServer:
-    """A throwaway Postgres cluster (trust auth, its own port and socket directory) that a test
-    may stop and start without touching the machine's shared server. As root, the cluster is owned
-    and run by the `postgres` OS user, since Postgres refuses to run as root."""
-
-    def __init__(self) -> None:
-        self.bin = _postgres_bin()
-        # Not under pytest's tmp_path: that is private to root and the postgres user must reach it.
-        self.root = Path(tempfile.mkdtemp(prefix="darkroom-chaos-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self.port = free_port()
-        self._as_postgres = os.geteuid() == 0
-        if self._as_postgres:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str, timeout: float = 60) -> None:
-        command = [str(self.bin / args[0]), *args[1:]]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-    def init(self) -> PostgresServer:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C",
-                  "--no-sync")
-        return self
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    def destroy(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self.stop("immediate")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Looking at the outcome
-
-
-def s3_client(endpoint: str):
-    return boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    )
 
 
 def output_sets(endpoint: str, bucket: str) -> dict[str, set[str]]:
@@ -263,7 +124,10 @@ def completions_in_logs(stack: LiveStack) -> Counter[str]:
 
 def count_in_logs(stack: LiveStack, pattern: str, names: str = "*") -> int:
     regex = re.compile(pattern)
-    return sum(len(regex.findall(path.read_text(errors="replace"))) for path in stack.data_dir.glob(f"{names}.log"))
+    return sum(
+        len(regex.findall(path.read_text(errors="replace")))
+        for path in stack.data_dir.glob(f"{names}.log")
+    )
 
 
 @dataclass(frozen=True)
@@ -289,15 +153,26 @@ class JobBook:
 
     def rows(self, ids: Iterable[str] | None = None) -> dict[str, JobRow]:
         query = select(
-            Job.id, Job.status, Job.attempts, Job.progress, Job.worker, Job.error_code, Job.output_keys,
-            Job.created_at, Job.completed_at, Job.heartbeat_at, Job.timings,
+            Job.id,
+            Job.status,
+            Job.attempts,
+            Job.progress,
+            Job.worker,
+            Job.error_code,
+            Job.output_keys,
+            Job.created_at,
+            Job.completed_at,
+            Job.heartbeat_at,
+            Job.timings,
         )
         if ids is not None:
             query = query.where(Job.id.in_(list(ids)))
         with self.engine.connect() as connection:
             return {row.id: JobRow(**row._mapping) for row in connection.execute(query)}
 
-    def wait_terminal(self, ids: Iterable[str], timeout_s: float, interval_s: float = 0.25) -> dict[str, JobRow]:
+    def wait_terminal(
+        self, ids: Iterable[str], timeout_s: float, interval_s: float = 0.25
+    ) -> dict[str, JobRow]:
         """Wait until every job is terminal or the time is up; the rows as last seen."""
         ids = list(ids)
         deadline = time.monotonic() + timeout_s
@@ -317,7 +192,12 @@ class JobBook:
         self.engine.dispose()
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.05, what: str = "condition"):
+def wait_until(
+    predicate: Callable[[], object],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    what: str = "condition",
+):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -327,11 +207,16 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: fl
     raise TimeoutError(f"{what} not reached within {timeout_s:g} s")
 
 
-def calibrate_steps(client, book: JobBook, *, target_s: float, size: str = "32x32", probe_steps: int = 10) -> int:
+def calibrate_steps(
+    client, book: JobBook, *, target_s: float, size: str = "32x32", probe_steps: int = 10
+) -> int:
     """How many denoising steps of tiny-wan at `size` take about `target_s` on this machine now,
     measured with one job (its `model.denoise` timing)."""
     video = client.videos.create(
-        model="tiny-wan", prompt="calibration", size=size, seconds="1",
+        model="tiny-wan",
+        prompt="calibration",
+        size=size,
+        seconds="1",
         extra_body={"num_inference_steps": probe_steps, "seed": 1},
     )
     row = book.wait_terminal([video.id], timeout_s=120)[video.id]
@@ -369,7 +254,7 @@ def shut_down(stack: LiveStack) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 10
     for process in processes:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.chaos.harness import (
+    TERMINAL,
     JobBook,
     by_scale,
     completions_in_logs,
@@ -66,12 +67,19 @@ def test_every_accepted_job_completes_exactly_once_under_load(launch, s3_endpoin
             if index % 4 == 3:
                 # Images answer synchronously; a URL answer names the job (`/v1/images/<id>/content`).
                 result = client().images.generate(
-                    model="tiny-qwen-image", prompt=f"load {index}", size="16x16", response_format="url",
+                    model="tiny-qwen-image",
+                    prompt=f"load {index}",
+                    size="16x16",
+                    response_format="url",
                     extra_body=extra,
                 )
                 return _IMAGE_ID.search(result.data[0].url).group(1), None
             video = client().videos.create(
-                model="tiny-wan", prompt=f"load {index}", size="16x16", seconds="1", extra_body=extra
+                model="tiny-wan",
+                prompt=f"load {index}",
+                size="16x16",
+                seconds="1",
+                extra_body=extra,
             )
             return video.id, None
         except openai.APIStatusError as error:
@@ -94,10 +102,16 @@ def test_every_accepted_job_completes_exactly_once_under_load(launch, s3_endpoin
     elapsed_s = time.monotonic() - started
 
     statuses = Counter(row.status for row in rows.values())
-    lost = [job_id for job_id in set(accepted) if job_id not in rows or rows[job_id].status not in ("completed", "failed", "cancelled")]
+    lost = [
+        job_id
+        for job_id in set(accepted)
+        if job_id not in rows or rows[job_id].status not in TERMINAL
+    ]
     failures = Counter(row.error_code for row in rows.values() if row.status == "failed")
     all_rows = book.rows()
-    unacknowledged = sorted(set(all_rows) - set(accepted))  # jobs made for requests that saw an error
+    unacknowledged = sorted(
+        set(all_rows) - set(accepted)
+    )  # jobs made for requests that saw an error
     sets = output_sets(s3_endpoint, bucket)
     completions = completions_in_logs(stack)
     duplicated = sorted(
@@ -124,7 +138,9 @@ def test_every_accepted_job_completes_exactly_once_under_load(launch, s3_endpoin
         jobs_per_s=round(statuses["completed"] / elapsed_s, 2),
     )
     assert not errors, f"submissions refused under load: {dict(errors)}"
-    assert not lost, f"{len(lost)} accepted jobs never finished, e.g. {[rows.get(i) for i in lost[:3]]}"
+    assert not lost, (
+        f"{len(lost)} accepted jobs never finished, e.g. {[rows.get(i) for i in lost[:3]]}"
+    )
     assert not duplicated, f"jobs run or returned twice: {duplicated[:10]}"
     assert statuses["completed"] == len(accepted), f"failed jobs: {dict(failures)}"
     assert not missing, f"completed jobs without their outputs: {dict(list(missing.items())[:5])}"

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from storage.models import Job
-
 from tests.integration.conftest import KEY_A
 
 
