@@ -225,6 +225,29 @@ def calibrate_steps(
     return max(3, min(200, round(target_s / per_step)))
 
 
+def submit_denoising(client, book: JobBook, *, prompt: str, count: int, steps: int) -> list[str]:
+    """Submit `count` tiny-wan jobs of `steps` steps and return their ids once one of them is
+    past its first denoising step, so that what the test breaks next breaks a running job."""
+    accepted = [
+        client.videos.create(
+            model="tiny-wan",
+            prompt=f"{prompt} {index}",
+            size="32x32",
+            seconds="1",
+            extra_body={"num_inference_steps": steps, "seed": index},
+        ).id
+        for index in range(count)
+    ]
+    wait_until(
+        lambda: any(
+            row.status == "in_progress" and row.progress > 0 for row in book.rows(accepted).values()
+        ),
+        timeout_s=60,
+        what="a job denoising",
+    )
+    return accepted
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes
 

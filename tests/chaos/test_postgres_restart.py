@@ -19,6 +19,7 @@ from tests.chaos.harness import (
     count_in_logs,
     missing_outputs,
     report,
+    submit_denoising,
     wait_until,
 )
 from tests.chaos.servers import PostgresServer
@@ -50,23 +51,7 @@ def test_the_api_answers_503_while_postgres_is_down_and_every_job_completes_afte
     book = JobBook(stack.env["DARKROOM_DATABASE_URL"])
     client = stack.client()
     steps = calibrate_steps(client, book, target_s=DENOISE_S)
-    accepted = [
-        client.videos.create(
-            model="tiny-wan",
-            prompt=f"pg {index}",
-            size="32x32",
-            seconds="1",
-            extra_body={"num_inference_steps": steps, "seed": index},
-        ).id
-        for index in range(JOBS)
-    ]
-    wait_until(
-        lambda: any(
-            row.status == "in_progress" and row.progress > 0 for row in book.rows(accepted).values()
-        ),
-        timeout_s=60,
-        what="a job denoising",
-    )
+    accepted = submit_denoising(client, book, prompt="pg", count=JOBS, steps=steps)
     before = book.rows(accepted)
 
     postgres.stop("fast")

@@ -26,7 +26,7 @@ from tests.chaos.harness import (
     missing_outputs,
     output_sets,
     report,
-    wait_until,
+    submit_denoising,
 )
 from tests.chaos.servers import MotoServer
 
@@ -82,24 +82,8 @@ def _case_a(stack, book: JobBook, moto: MotoServer) -> None:
     """Stop S3 while jobs denoise, bring it back (empty, same port) within the retry window."""
     client = stack.client(timeout=60)
     steps = calibrate_steps(client, book, target_s=DENOISE_S)
-    accepted = [
-        client.videos.create(
-            model="tiny-wan",
-            prompt=f"s3 {index}",
-            size="32x32",
-            seconds="1",
-            extra_body={"num_inference_steps": steps, "seed": index},
-        ).id
-        for index in range(JOBS_A)
-    ]
     # No job of this case may finish before the outage: moto forgets everything when it stops.
-    wait_until(
-        lambda: any(
-            row.status == "in_progress" and row.progress > 0 for row in book.rows(accepted).values()
-        ),
-        timeout_s=60,
-        what="a job denoising",
-    )
+    accepted = submit_denoising(client, book, prompt="s3", count=JOBS_A, steps=steps)
     finished_early = [row.id for row in book.rows(accepted).values() if row.status in TERMINAL]
     moto.stop()
     down_at = time.monotonic()
