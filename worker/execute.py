@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from PIL import Image
 from sqlalchemy.exc import OperationalError
@@ -22,6 +23,8 @@ from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job
 from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
+
+T = TypeVar("T")
 
 log = logging.getLogger("darkroom.worker")
 
@@ -57,7 +60,13 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
 
 def execute(ctx: WorkerContext, job_id: str) -> None:
     with ctx.sessions() as session:
-        job = jobs.claim(session, job_id, ctx.worker_id)
+        # Retried through a database restart: giving up would ack the message, and the job would
+        # wait for the sweeper's republish instead of running now.
+        job = _retry_database(
+            lambda: jobs.claim(session, job_id, ctx.worker_id),
+            session,
+            window_s=ctx.settings.worker_lost_after_s,
+        )
         if job is None:
             # Already ran, cancelled, or running elsewhere: a redelivered message is harmless.
             log.info("job %s is not queued (%s); skipping", job_id, jobs.status_of(session, job_id))
@@ -120,10 +129,10 @@ def _discard_outputs(ctx: WorkerContext, prefix: str) -> None:
         log.warning("could not remove outputs under %s: %s", prefix, error)
 
 
-def _retry_database(write: Callable[[], bool], session: Session, *, window_s: float) -> bool:
-    """The final write of a finished job, retried while the database is away (a restart): the
-    outputs are stored, so giving up would waste the GPU time. Past the window the sweeper may
-    already have presumed this worker lost, so the error is let through."""
+def _retry_database(write: Callable[[], T], session: Session, *, window_s: float) -> T:
+    """A claim or a finishing write, retried while the database is away (a restart): for the
+    finishing write the outputs are stored, so giving up would waste the GPU time. Past the window
+    the sweeper may already have presumed this worker lost, so the error is let through."""
     deadline = time.monotonic() + window_s
     while True:
         try:
@@ -132,7 +141,7 @@ def _retry_database(write: Callable[[], bool], session: Session, *, window_s: fl
             session.rollback()
             if time.monotonic() > deadline:
                 raise
-            log.warning("database unavailable while finishing a job (%s); retrying", error)
+            log.warning("database unavailable (%s); retrying", error)
             time.sleep(0.5)
 
 
