@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import events, images, models, videos
+from api.request_context import DarkroomAPI
+from api.routes import events, health, images, metrics, models, videos
 from darkroom.settings import Settings, get_settings
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="Darkroom", version="0.1.0", lifespan=lifespan)
+    # Its request-id middleware sits outside everything, so even a 500 carries x-request-id.
+    app = DarkroomAPI(title="Darkroom", version="0.1.0", lifespan=lifespan)
     app.state.services = Services(
         settings=settings,
         sessions=make_session_factory(engine),
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started_at=int(time.time()),
     )
     install_error_handlers(app)
-    for router in (videos.router, images.router, events.router, models.router):
+    app.state.metrics_registry = metrics.make_registry(app.state.services)
+    for router in (videos.router, images.router, events.router, models.router, health.router, metrics.router):
         app.include_router(router)
     return app

@@ -20,6 +20,7 @@ from api.bodies import Upload
 from api.deps import Services
 from api.errors import APIError, bad_request
 from api.schemas import GenerationExtensions
+from darkroom.logs import bind
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
 from pipelines.registry import REGISTRY, Family, ModelSpec
@@ -97,6 +98,7 @@ def submit(
     _admit(settings, session, owner)
 
     job_id = jobs.new_job_id(kind)
+    bind(job_id=job_id)  # this request's later lines name the job they made
     input_keys = [f"inputs/{job_id}/{index}" for index in range(len(uploads))]
     try:
         for key, upload in zip(input_keys, uploads, strict=True):

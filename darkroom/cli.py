@@ -10,13 +10,10 @@ import subprocess
 import sys
 import threading
 
+from darkroom.logs import configure_logging
 from darkroom.settings import Settings, get_settings
 
 log = logging.getLogger("darkroom")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -31,7 +28,16 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    # log_config=None: uvicorn's lines go through the root handler, not a format of its own; the
+    # request middleware logs each request with its id, so uvicorn's access line is not needed.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+    )
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -47,9 +53,15 @@ def cmd_sweeper(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def cmd_webhook_worker(settings: Settings, args: argparse.Namespace) -> None:
-    from worker.webhooks import run_webhook_worker
+    from worker.webhook_worker import run_webhook_worker
 
     run_webhook_worker(settings, loglevel=args.log_level)
+
+
+def cmd_flower(settings: Settings, args: argparse.Namespace) -> None:
+    from worker.flower import run_flower
+
+    run_flower(settings, log_level=args.log_level)
 
 
 def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
@@ -73,7 +85,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, command])
         for command in ("worker", "webhook-worker")
     ]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            log_config=None,
+            access_log=False,
+        )
+    )
     sweeping = threading.Event()
     sweeper: Sweeper = make_sweeper(settings)
     threading.Thread(target=sweeper.run, args=(sweeping,), name="sweeper", daemon=True).start()
@@ -123,14 +144,18 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("webhook-worker", help="deliver signed webhook events, retrying per the database").set_defaults(
         func=cmd_webhook_worker
     )
+    commands.add_parser(
+        "flower", help="serve Flower on DARKROOM_FLOWER_ADDRESS:DARKROOM_FLOWER_PORT for this deployment's broker"
+    ).set_defaults(func=cmd_flower)
     commands.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=cmd_migrate)
     build = commands.add_parser("build-tiny-models", help="create the tiny offline models in the models dir")
     build.add_argument("names", nargs="*")
     build.set_defaults(func=cmd_build_tiny)
 
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
-    args.func(get_settings(), args)
+    settings = get_settings()
+    configure_logging(args.log_level, settings.log_format)
+    args.func(settings, args)
 
 
 if __name__ == "__main__":

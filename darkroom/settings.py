@@ -12,7 +12,7 @@ import binascii
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -142,7 +142,24 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = 4 * 3600
     # A worker child loads its pipelines before taking jobs; real weights can take minutes.
     pipeline_load_timeout_s: int = 1800
+    # A completed job's outputs (and any inputs kept) are deleted this long after it finished;
+    # `/content` then answers 404 `content_expired`. Inputs go when the job ends unless kept.
     result_retention_s: int = 7 * 24 * 3600
+    keep_inputs: bool = False
+    # One JSON object per line (ts, level, logger, message, request_id/job_id, exception), or the
+    # human text format.
+    log_format: Literal["json", "text"] = "json"
+
+    # `darkroom flower`. Basic auth is "user:password[,user2:password2]"; empty means none, and
+    # then Flower's HTTP API is opened only on a loopback address (worker/flower.py says why).
+    flower_port: int = 5555
+    flower_address: str = "127.0.0.1"
+    flower_basic_auth: str = ""
+
+    # Every worker process (generation, webhooks, sweeper) refreshes its row this often; one
+    # silent for 3 intervals shows as lost in /health/workers, and is forgotten after a day.
+    worker_heartbeat_interval_s: float = 5.0
+    worker_forget_after_s: float = 24 * 3600.0
 
     @field_validator("api_keys", "models", "webhook_allowed_hosts", mode="before")
     @classmethod

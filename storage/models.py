@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -80,6 +90,8 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Where its terminal event is POSTed: the request's own URL or its key's default endpoint.
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # When the retention pass deleted its blobs; `/content` then answers 404 `content_expired`.
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         CheckConstraint(
@@ -90,6 +102,7 @@ class Job(Base):
         Index("ix_jobs_owner_kind_created", "owner", "kind", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_owner_status", "owner", "status"),
+        Index("ix_jobs_expiry", "expired_at", "expires_at"),
     )
 
 
@@ -150,3 +163,32 @@ class WebhookDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Worker(Base):
+    """One worker process as it last described itself. Written by its own heartbeat thread every
+    `heartbeat_interval_s`, read by `/health/workers` and `/metrics`; a row whose heartbeat is
+    older than a few intervals belongs to a worker that is gone."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    role: Mapped[str] = mapped_column(String(32))  # generation | webhooks | sweeper
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    devices: Mapped[list[str]] = mapped_column(JSON, default=list)
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    heartbeat_interval_s: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    current_job_id: Mapped[str | None] = mapped_column(String(64))
+    jobs_completed: Mapped[int] = mapped_column(Integer, default=0)
+    jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Per device: bytes in use and peak since start (torch's allocator on a GPU, RSS on the CPU).
+    memory: Mapped[dict[str, dict[str, int]]] = mapped_column(JSON, default=dict)
+    # Cumulative duration histograms of the jobs this process ran: see `darkroom.telemetry`.
+    histograms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -128,6 +128,7 @@ def start_stack(
         "DARKROOM_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
         "DARKROOM_MAX_UPLOAD_PIXELS": str(1024 * 1024),
         "DARKROOM_HEARTBEAT_INTERVAL_S": "0.2",
+        "DARKROOM_WORKER_HEARTBEAT_INTERVAL_S": "0.2",
         "DARKROOM_SWEEP_INTERVAL_S": "0.2",
         "DARKROOM_WEBHOOK_SECRET": new_webhook_secret(),
         "DARKROOM_WEBHOOK_ALLOW_HTTP": "true",

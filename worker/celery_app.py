@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import ChannelError
 
 from darkroom.settings import Settings
 
@@ -69,3 +70,12 @@ def publish_generate(app: Celery, job_id: str, model: str) -> None:
 
 def publish_webhook(app: Celery, event_id: str) -> None:
     app.send_task(WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE, retry=True)
+
+
+def queue_length(app: Celery, queue: str) -> int:
+    """Messages waiting in `queue` (not those a worker holds unacknowledged)."""
+    with app.connection_for_write() as connection, connection.channel() as channel:
+        try:
+            return channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:  # Redis drops an empty queue's key: it does not exist
+            return 0

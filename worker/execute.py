@@ -9,20 +9,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import Enum
 from typing import TypeVar
 
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from darkroom.logs import log_context
 from darkroom.settings import Settings
 from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job
 from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
+from worker.presence import WorkerStats
+from worker.retention import delete_blobs
 
 T = TypeVar("T")
 
@@ -47,6 +51,7 @@ class WorkerContext:
     blobs: BlobStore
     runners: dict  # model name -> pipelines.runners runner, resident
     worker_id: str  # host:pid of the process that runs the pipelines
+    stats: WorkerStats = field(default_factory=WorkerStats)  # what its heartbeat publishes
 
 
 @contextmanager
@@ -59,6 +64,11 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def execute(ctx: WorkerContext, job_id: str) -> None:
+    with log_context(job_id=job_id):  # every line logged while it runs, libraries' included
+        _execute(ctx, job_id)
+
+
+def _execute(ctx: WorkerContext, job_id: str) -> None:
     with ctx.sessions() as session:
         # Retried through a database restart: giving up would ack the message, and the job would
         # wait for the sweeper's republish instead of running now.
@@ -71,62 +81,68 @@ def execute(ctx: WorkerContext, job_id: str) -> None:
             # Already ran, cancelled, or running elsewhere: a redelivered message is harmless.
             log.info("job %s is not queued (%s); skipping", job_id, jobs.status_of(session, job_id))
             return
-        attempt = job.attempts
-        # Each attempt writes under its own prefix, so a run presumed lost can never overwrite or
-        # delete the outputs of the run that replaced it.
-        outputs_prefix = f"outputs/{job_id}/{attempt}"
+        ctx.stats.job_started(job_id)
+        started = time.monotonic()
         timings = {"queue_wait": round((job.started_at - job.created_at).total_seconds(), 4)}
-        with JobMonitor(ctx.settings, ctx.sessions, job_id, attempt) as monitor:
-            try:
-                output_keys, output_meta = _run(ctx, job, monitor, outputs_prefix, timings)
-                completed = _retry_database(
-                    lambda: jobs.complete(
-                        session,
-                        job_id,
-                        attempt=attempt,
-                        output_keys=output_keys,
-                        output_meta=output_meta,
-                        timings=timings,
-                        retention=timedelta(seconds=ctx.settings.result_retention_s),
-                    ),
+        ended, error = _attempt(ctx, session, job, timings)
+    if ended is Ended.LEFT:
+        ctx.stats.job_left()
+        return
+    ctx.stats.job_finished(job.model, timings=timings, run_s=time.monotonic() - started, error=error)
+    if job.input_keys and not ctx.settings.keep_inputs:
+        delete_blobs(ctx.blobs, f"inputs/{job_id}")
+
+
+class Ended(Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    LEFT = "left"  # cancelled or taken over: not this run's to finish
+
+
+def _attempt(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, float]) -> tuple[Ended, str | None]:
+    """Run one claimed attempt to its end and write that end: how it ended, and the error."""
+    job_id, attempt = job.id, job.attempts
+    # Each attempt writes under its own prefix, so a run presumed lost can never overwrite or
+    # delete the outputs of the run that replaced it.
+    outputs_prefix = f"outputs/{job_id}/{attempt}"
+    with JobMonitor(ctx.settings, ctx.sessions, job_id, attempt) as monitor:
+        try:
+            output_keys, output_meta = _run(ctx, job, monitor, outputs_prefix, timings)
+            completed = _retry_database(
+                lambda: jobs.complete(
                     session,
-                    window_s=ctx.settings.worker_lost_after_s,
-                )
-            except JobStopped as stopped:
-                if stopped.reason == StopReason.TIME_LIMIT:
-                    limit = ctx.settings.job_time_limit_s
-                    log.warning("job %s passed its %g s time limit", job_id, limit)
-                    jobs.fail(
-                        session,
-                        job_id,
-                        code=TIME_LIMIT_CODE,
-                        message=f"The job ran longer than its {limit:g} s time limit.",
-                        attempt=attempt,
-                        timings=timings,
-                    )
-                else:
-                    log.info("job %s was cancelled or taken over while running", job_id)
-                _discard_outputs(ctx, outputs_prefix)
-                return
-            except JobFailure as failure:
-                log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-                jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
-                _discard_outputs(ctx, outputs_prefix)
-                return
-        if not completed:
-            log.info("job %s was cancelled during upload; removing its outputs", job_id)
-            _discard_outputs(ctx, outputs_prefix)
-            return
-        log.info("job %s completed: %s", job_id, timings)
-
-
-def _discard_outputs(ctx: WorkerContext, prefix: str) -> None:
-    """Best effort, and only after the job's state is written: the blob store may be the very
-    thing that failed, and unreferenced outputs under an attempt prefix are harmless."""
-    try:
-        ctx.blobs.delete_prefix(prefix)
-    except Exception as error:  # noqa: BLE001 - any storage error leaves only orphaned blobs
-        log.warning("could not remove outputs under %s: %s", prefix, error)
+                    job_id,
+                    attempt=attempt,
+                    output_keys=output_keys,
+                    output_meta=output_meta,
+                    timings=timings,
+                    retention=timedelta(seconds=ctx.settings.result_retention_s),
+                ),
+                session,
+                window_s=ctx.settings.worker_lost_after_s,
+            )
+        except JobStopped as stopped:
+            if stopped.reason != StopReason.TIME_LIMIT:
+                log.info("job %s was cancelled or taken over while running", job_id)
+                delete_blobs(ctx.blobs, outputs_prefix)
+                return Ended.LEFT, None
+            limit = ctx.settings.job_time_limit_s
+            message = f"The job ran longer than its {limit:g} s time limit."
+            log.warning("job %s passed its %g s time limit", job_id, limit)
+            jobs.fail(session, job_id, code=TIME_LIMIT_CODE, message=message, attempt=attempt, timings=timings)
+            delete_blobs(ctx.blobs, outputs_prefix)
+            return Ended.FAILED, f"{TIME_LIMIT_CODE}: {message}"
+        except JobFailure as failure:
+            log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
+            jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
+            delete_blobs(ctx.blobs, outputs_prefix)
+            return Ended.FAILED, f"{failure.code}: {failure.message}"
+    if not completed:
+        log.info("job %s was cancelled during upload; removing its outputs", job_id)
+        delete_blobs(ctx.blobs, outputs_prefix)
+        return Ended.LEFT, None
+    log.info("job %s completed: %s", job_id, timings)
+    return Ended.COMPLETED, None
 
 
 def _retry_database(write: Callable[[], T], session: Session, *, window_s: float) -> T:

@@ -14,17 +14,19 @@ import socket
 import time
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from darkroom.settings import Settings
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
 from worker.celery_app import GENERATE_TASK, make_celery
 from worker.execute import WorkerContext, execute
+from worker.presence import Presence
 
 log = logging.getLogger("darkroom.worker")
 
 _context: WorkerContext | None = None
+_presence: Presence | None = None
 
 
 def build_context(settings: Settings, worker_id: str) -> WorkerContext:
@@ -58,9 +60,23 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @worker_process_init.connect(weak=False)
     def _load_pipelines(**_kwargs) -> None:
-        global _context
+        global _context, _presence
         _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}")
+        _presence = Presence(
+            settings,
+            _context.sessions,
+            role="generation",
+            models=settings.models,
+            queues=[queue.name for queue in app.conf.task_queues],
+            device=settings.device,
+            stats=_context.stats,
+        ).start()
         log.info("worker ready: serving %s", ", ".join(settings.models))
+
+    @worker_process_shutdown.connect(weak=False)
+    def _mark_stopped(**_kwargs) -> None:
+        if _presence is not None:
+            _presence.stop()
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:

@@ -10,6 +10,7 @@ step's time, and no step ever waits for a round trip to Postgres.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import signal
@@ -67,7 +68,10 @@ class JobMonitor:
         self.stop_reason: StopReason | None = None
         self._started = time.monotonic()
         self._ended = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"watch-{job_id}", daemon=True)
+        # In the job's log context, so the watch thread's lines carry its job_id too.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._watch,), name=f"watch-{job_id}", daemon=True
+        )
 
     def __enter__(self) -> JobMonitor:
         self._thread.start()

@@ -9,7 +9,9 @@ again wherever the truth says a ring went missing:
   worker cannot loop forever;
 - a queued job published long ago while its model's queue is empty lost its message (a broker
   restart without persistence) and is published again;
-- a webhook event that is due is handed to the webhook queue.
+- a webhook event that is due is handed to the webhook queue;
+- a completed job past its retention has its blobs deleted (`worker/retention.py`), and rows of
+  workers silent for `worker_forget_after_s` are dropped.
 
 Every change is a compare-and-set, and a duplicate message is skipped by the worker's claim, so
 running two sweepers is safe; one is enough.
@@ -24,16 +26,18 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 
 from celery import Celery
-from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.settings import Settings
-from storage import jobs
+from storage import jobs, workers
+from storage.blobs import BlobStore
 from storage.models import EventStatus, Job, JobStatus, WebhookEvent
-from worker.celery_app import publish_generate, publish_webhook, queue_for
+from worker.celery_app import publish_generate, publish_webhook, queue_for, queue_length
+from worker.presence import Presence
+from worker.retention import delete_blobs, expire_results
 
 log = logging.getLogger("darkroom.sweeper")
 
@@ -48,19 +52,30 @@ class Sweep:
     failed: int = 0  # ... and those that reached max_attempts, failed
     republished: int = 0  # queued jobs whose message was lost, published again
     webhooks: int = 0  # due webhook events handed to the webhook queue
+    expired: int = 0  # completed jobs past their retention whose blobs were deleted
 
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self))
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], celery: Celery) -> None:
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], celery: Celery, blobs: BlobStore
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.celery = celery
+        self.blobs = blobs
 
     def run(self, stop: threading.Event) -> None:
         log.info("sweeper running every %g s", self.settings.sweep_interval_s)
+        presence = Presence(self.settings, self.sessions, role="sweeper").start()
+        try:
+            self._sweep_until(stop)
+        finally:
+            presence.stop()
+
+    def _sweep_until(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 sweep = self.sweep()
@@ -68,6 +83,9 @@ class Sweeper:
                     log.info("sweep: %s", sweep)
             except (SQLAlchemyError, BrokerError, OSError) as error:
                 log.warning("sweep skipped: %s", error)
+            except Exception:
+                # The one process that repairs the others must outlive any single bad tick.
+                log.exception("sweep failed; trying again next tick")
             stop.wait(self.settings.sweep_interval_s)
 
     def sweep(self) -> Sweep:
@@ -77,6 +95,8 @@ class Sweeper:
             sweep.requeued, sweep.failed = self._recover_lost_runs(session)
             sweep.republished = self._republish_lost_messages(session)
             sweep.webhooks = self._dispatch_due_webhooks(session)
+            sweep.expired = expire_results(session, self.blobs, batch=BATCH)
+            workers.forget_older_than(session, timedelta(seconds=self.settings.worker_forget_after_s))
         return sweep
 
     def _publish(self, session: Session, job_id: str, model: str) -> None:
@@ -121,6 +141,8 @@ class Sweeper:
                     attempt=attempts,
                 ):
                     log.error("job %s lost its worker %s on attempt %d; failed", job_id, worker, attempts)
+                    if not self.settings.keep_inputs:
+                        delete_blobs(self.blobs, f"inputs/{job_id}")
                     failed += 1
             elif jobs.requeue(session, job_id, attempt=attempts):
                 log.warning("job %s lost its worker %s on attempt %d; requeued", job_id, worker, attempts)
@@ -137,7 +159,7 @@ class Sweeper:
             .limit(BATCH)
         ).all()
         # A message still in its queue is only waiting its turn; an empty queue means it is gone.
-        empty = {model for model in {model for _, model in rows} if self._queue_length(model) == 0}
+        empty = {model for model in {model for _, model in rows} if queue_length(self.celery, queue_for(model)) == 0}
         republished = 0
         for job_id, model in rows:
             if model in empty:
@@ -145,13 +167,6 @@ class Sweeper:
                 self._publish(session, job_id, model)
                 republished += 1
         return republished
-
-    def _queue_length(self, model: str) -> int:
-        with self.celery.connection_for_write() as connection, connection.channel() as channel:
-            try:
-                return channel.queue_declare(queue=queue_for(model), passive=True).message_count
-            except ChannelError:  # Redis drops an empty queue's key: it does not exist
-                return 0
 
     def _dispatch_due_webhooks(self, session: Session) -> int:
         now = jobs.now()
@@ -192,11 +207,12 @@ class Sweeper:
 
 
 def make_sweeper(settings: Settings) -> Sweeper:
+    from storage.blobs import make_blob_store
     from storage.db import make_engine, make_session_factory
     from worker.celery_app import make_celery
 
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    return Sweeper(settings, sessions, make_celery(settings))
+    return Sweeper(settings, sessions, make_celery(settings), make_blob_store(settings))
 
 
 def run_sweeper(settings: Settings) -> None:

@@ -21,21 +21,17 @@ What is signed, and how, is in `worker/webhook_signing.py`.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from celery import Celery
-from celery.signals import worker_ready
-from kombu import Queue
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from darkroom.logs import log_context
 from darkroom.outbound import (
     MAX_ADDRESSES_TRIED,
     CheckedURL,
@@ -45,15 +41,12 @@ from darkroom.outbound import (
     send_pinned,
 )
 from darkroom.settings import Settings
-from storage.db import make_engine, make_session_factory
 from storage.jobs import now
 from storage.models import EventStatus, Job, WebhookDelivery, WebhookEvent
-from worker.celery_app import WEBHOOK_QUEUE, WEBHOOK_TASK, make_celery
 from worker.webhook_signing import event_body, signed_headers, signing_secret_for
 
 log = logging.getLogger("darkroom.webhooks")
 
-READY = "webhook worker ready"
 _MAX_ERROR_CHARS = 500
 
 
@@ -114,12 +107,13 @@ def deliver(
         claimed = _claim(session, event_id, in_flight_for=_in_flight_lease(settings))
     if claimed is None:
         return
-    secret = signing_secret_for(settings, claimed.owner)
-    attempt = (
-        _attempt(settings, claimed, secret, tls_context) if secret else _refused_unsigned(now())
-    )
-    with sessions() as session:
-        _record(session, settings, claimed, attempt)
+    with log_context(job_id=claimed.job_id, event_id=claimed.id):
+        secret = signing_secret_for(settings, claimed.owner)
+        attempt = (
+            _attempt(settings, claimed, secret, tls_context) if secret else _refused_unsigned(now())
+        )
+        with sessions() as session:
+            _record(session, settings, claimed, attempt)
 
 
 def _in_flight_lease(settings: Settings) -> timedelta:
@@ -289,45 +283,4 @@ def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _A
         claimed.attempt,
         outcome,
         after,
-    )
-
-
-# --- The worker process ---------------------------------------------------------------------
-
-
-def register_webhook_task(app: Celery, settings: Settings) -> None:
-    sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    # Built once: loading the CA bundle for every attempt would cost more than many deliveries.
-    tls_context = httpx.create_ssl_context()
-
-    @app.task(name=WEBHOOK_TASK)
-    def deliver_webhook(event_id: str) -> None:
-        """One attempt at one webhook event; the message is only its id."""
-        deliver(settings, sessions, event_id, tls_context=tls_context)
-
-
-def run_webhook_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
-    """A Celery worker on the webhook queue only: threads, since a delivery mostly waits on I/O."""
-    app = make_celery(settings)
-    # make_celery declares the generate queues; this worker declares and consumes only its own.
-    app.conf.task_queues = [Queue(WEBHOOK_QUEUE)]
-    register_webhook_task(app, settings)
-
-    @worker_ready.connect(weak=False)
-    def _announce(**_kwargs) -> None:
-        log.info(
-            "%s: consuming %s with %d threads", READY, WEBHOOK_QUEUE, settings.webhook_concurrency
-        )
-
-    app.worker_main(
-        [
-            "worker",
-            f"--loglevel={loglevel}",
-            "--pool=threads",
-            f"--concurrency={settings.webhook_concurrency}",
-            f"--hostname=darkroom-webhooks-{os.getpid()}@{socket.gethostname()}",
-            "--without-mingle",
-            "--without-gossip",
-            f"--queues={WEBHOOK_QUEUE}",
-        ]
     )

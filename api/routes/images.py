@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.bodies import Upload, read_body, read_image_upload
-from api.content import stream_blob
+from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
 from api.schemas import (
@@ -199,11 +199,7 @@ def download_image_content(
     index: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
     job = _get_image_job(session, image_id, owner)
-    if job.status != JobStatus.COMPLETED:
-        raise APIError(
-            404, f"Image job '{image_id}' is {job.status}; its content exists once it is completed.",
-            param="image_id", code="content_not_ready",
-        )
+    ensure_servable(job, what=f"Image job '{image_id}'", param="image_id")
     if index >= len(job.output_keys):
         raise bad_request(f"Image job '{image_id}' has {len(job.output_keys)} images.", param="index")
     return stream_blob(services, job.output_keys[index], what=f"image '{image_id}'")

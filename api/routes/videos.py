@@ -10,9 +10,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select, tuple_
 
 from api.bodies import read_body
-from api.content import stream_blob
+from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, ServicesDep, SessionDep, get_owned_job, idempotency_key
-from api.errors import APIError, bad_request
+from api.errors import bad_request
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList
 from api.submission import generation_params, parse_size, resolve_model, submit
 from pipelines.registry import Family
@@ -129,11 +129,5 @@ def download_video_content(
     variant: Literal["video"] = "video",
 ) -> StreamingResponse:
     job = _get_video(session, video_id, owner)
-    if job.status != JobStatus.COMPLETED:
-        raise APIError(
-            404,
-            f"Video '{video_id}' is {job.status}; its content exists once it is completed.",
-            param="video_id",
-            code="content_not_ready",
-        )
+    ensure_servable(job, what=f"Video '{video_id}'", param="video_id")
     return stream_blob(services, job.output_keys[0], what=f"video '{video_id}'")

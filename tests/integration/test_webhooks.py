@@ -6,6 +6,7 @@ by `GET /v1/{videos,images}/{id}/events`. Submission refuses webhook URLs it mus
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +36,17 @@ class Hook:
 
     def __post_init__(self) -> None:
         hook = self
+        self.path = f"/darkroom-hook/{secrets.token_hex(8)}"
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                if self.path != hook.path:
+                    # An earlier test's event, still retrying, that found this reused port.
+                    self.send_response(410)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 hook.received.append(
                     Received(
                         time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body
@@ -56,7 +64,7 @@ class Hook:
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/darkroom-hook"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
 
     def wait_for(self, count: int, timeout: float = 120) -> list[Received]:
         deadline = time.monotonic() + timeout

@@ -10,9 +10,10 @@ from sqlalchemy import update
 
 from darkroom.settings import Settings
 from storage import jobs
+from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
-from worker.celery_app import make_celery
+from worker.celery_app import make_celery, queue_for, queue_length
 from worker.sweeper import Sweeper
 
 
@@ -21,7 +22,7 @@ def sweeper(tmp_path):
     settings = Settings(data_dir=tmp_path, worker_lost_after_s=30, republish_after_s=60, max_attempts=2)
     upgrade_schema(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
-    yield Sweeper(settings, make_session_factory(engine), make_celery(settings))
+    yield Sweeper(settings, make_session_factory(engine), make_celery(settings), make_blob_store(settings))
     engine.dispose()
 
 
@@ -52,7 +53,7 @@ def test_a_job_whose_publish_failed_is_published(sweeper):
     job_id = _job(sweeper, published_at=None)
     assert sweeper.sweep().published == 1
     assert _job_row(sweeper, job_id).published_at is not None
-    assert sweeper._queue_length("tiny-qwen-image") == 1
+    assert queue_length(sweeper.celery, queue_for("tiny-qwen-image")) == 1
     assert sweeper.sweep().published == 0
 
 
@@ -63,7 +64,7 @@ def test_a_run_whose_heartbeat_stopped_is_requeued_then_failed_at_the_attempt_li
     assert (sweep.requeued, sweep.failed) == (1, 0)
     job = _job_row(sweeper, job_id)
     assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
-    assert sweeper._queue_length("tiny-qwen-image") == 1
+    assert queue_length(sweeper.celery, queue_for("tiny-qwen-image")) == 1
     assert _job_row(sweeper, fresh).status == "in_progress"
 
     # Its second run dies too: with max_attempts=2 it fails, naming why, instead of looping.
@@ -81,7 +82,7 @@ def test_a_lost_message_is_published_again_only_once_its_queue_is_empty(sweeper)
     lost = _job(sweeper, published_at=_ago(61))
     waiting = _job(sweeper, published_at=_ago(1))
     assert sweeper.sweep().republished == 1  # the queue was empty: the message is gone
-    assert sweeper._queue_length("tiny-qwen-image") == 1
+    assert queue_length(sweeper.celery, queue_for("tiny-qwen-image")) == 1
     with sweeper.sessions() as session:
         session.execute(update(Job).where(Job.id == lost).values(published_at=_ago(61)))
         session.commit()
@@ -102,3 +103,24 @@ def test_due_webhook_events_are_dispatched_once_per_lease(sweeper):
         event.dispatched_at = _ago(301)  # its message was lost: the lease ran out
         session.commit()
     assert sweeper.sweep().webhooks == 1
+
+
+def test_results_past_their_retention_are_deleted_and_the_job_marked(sweeper):
+    past, fresh = jobs.now() - timedelta(seconds=1), jobs.now() + timedelta(hours=1)
+    expired = _job(sweeper, status=JobStatus.COMPLETED, expires_at=past)
+    kept = _job(sweeper, status=JobStatus.COMPLETED, expires_at=fresh)
+    for job_id in (expired, kept):
+        sweeper.blobs.put(f"outputs/{job_id}/1/image-0.png", b"png", "image/png")
+        sweeper.blobs.put(f"inputs/{job_id}/image-0.png", b"png", "image/png")
+
+    assert sweeper.sweep().expired == 1
+    assert sweeper.sweep().expired == 0  # once
+
+    with sweeper.sessions() as session:
+        assert session.get(Job, expired).expired_at is not None
+        assert session.get(Job, kept).expired_at is None
+    def stored(job_id: str) -> list[str]:
+        return [f"{kind}/{job_id}" for kind in ("outputs", "inputs") if (sweeper.blobs.root / kind / job_id).exists()]
+
+    assert stored(expired) == []
+    assert stored(kept) == [f"outputs/{kept}", f"inputs/{kept}"]

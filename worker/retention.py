@@ -1,0 +1,54 @@
+"""Result retention, run by the sweeper: a completed job's blobs are deleted once its `expires_at`
+has passed, and the job is marked expired, so `/content` can say "expired" rather than "not
+found". The row itself stays as the record of what ran."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storage import jobs
+from storage.blobs import BlobStore
+from storage.models import Job, JobStatus
+
+log = logging.getLogger("darkroom.retention")
+
+
+def expire_results(session: Session, blobs: BlobStore, *, batch: int) -> int:
+    """Delete the blobs of up to `batch` jobs past their retention; how many were expired."""
+    due = session.scalars(
+        select(Job.id)
+        .where(Job.expired_at.is_(None), Job.expires_at < jobs.now(), Job.status == JobStatus.COMPLETED)
+        .order_by(Job.expires_at)
+        .limit(batch)
+    ).all()
+    session.rollback()  # no transaction stays open while the blob store is called
+    expired = 0
+    for job_id in due:
+        # Inputs too: they outlive their job only when `keep_inputs` is set, and then until here.
+        if not delete_blobs(blobs, f"outputs/{job_id}", f"inputs/{job_id}"):
+            break  # the store is away: the next tick tries again
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.expired_at.is_(None))
+            .values(expired_at=jobs.now())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        expired += 1
+    if expired:
+        log.info("expired the results of %d jobs", expired)
+    return expired
+
+
+def delete_blobs(blobs: BlobStore, *prefixes: str) -> bool:
+    """Delete everything under `prefixes`; False (and a warning) if the store failed."""
+    try:
+        for prefix in prefixes:
+            blobs.delete_prefix(prefix)
+    except Exception as error:  # noqa: BLE001 - S3 and filesystem errors share no base class
+        log.warning("could not delete blobs under %s: %s", ", ".join(prefixes), error)
+        return False
+    return True
