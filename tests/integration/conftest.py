@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.processes import free_port, make_bucket, spawn, stop, wait_for_port
-from tests.stack import KEY_A, KEY_B, LiveStack, start_stack
+from tests.stack import KEY_A, KEY_B, LiveStack, create_database, drop_database, start_stack
 
 __all__ = ["KEY_A", "KEY_B"]
 
@@ -25,10 +25,13 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, models_dir, postgres_url, redis_url, s3_endpoint) -> Iterator[LiveStack]:
+def stack(tmp_path_factory, models_dir, redis_url, s3_endpoint) -> Iterator[LiveStack]:
+    # A database of its own: the unit tests' jobs in the session database are never finished,
+    # and the stack's sweeper would take them for runs whose worker vanished.
+    database_url = create_database()
     live = start_stack(
         tmp_path_factory.mktemp("darkroom"),
-        database_url=postgres_url,
+        database_url=database_url,
         broker_url=redis_url,
         s3_endpoint=s3_endpoint,
         bucket=make_bucket(s3_endpoint),
@@ -36,6 +39,7 @@ def stack(tmp_path_factory, models_dir, postgres_url, redis_url, s3_endpoint) ->
     )
     yield live
     live.close()
+    drop_database(database_url)
 
 
 @pytest.fixture

@@ -155,12 +155,12 @@ def test_workers_show_their_current_job(client, stack):
 def expiring_stack(tmp_path_factory, models_dir, s3_endpoint):
     """Its own database, broker db and bucket, keeping results for a few seconds."""
     database_url = create_database()
-    redis.Redis.from_url("redis://127.0.0.1:6379/13").flushdb()
+    redis.Redis.from_url("redis://127.0.0.1:6379/14").flushdb()
     bucket = make_bucket(s3_endpoint)
     live = start_stack(
         tmp_path_factory.mktemp("expiring"),
         database_url=database_url,
-        broker_url="redis://127.0.0.1:6379/13",
+        broker_url="redis://127.0.0.1:6379/14",
         s3_endpoint=s3_endpoint,
         bucket=bucket,
         models_dir=models_dir,

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from darkroom.settings import Settings
 from storage import jobs
-from storage.blobs import make_blob_store
+from storage.blobs import LocalBlobStore, make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
 from worker.celery_app import make_celery, queue_for, queue_length
@@ -124,3 +124,16 @@ def test_results_past_their_retention_are_deleted_and_the_job_marked(sweeper):
 
     assert stored(expired) == []
     assert stored(kept) == [f"outputs/{kept}", f"inputs/{kept}"]
+
+
+def test_results_stay_unexpired_while_the_blob_store_is_down(sweeper):
+    class Unreachable(LocalBlobStore):
+        def delete_prefix(self, prefix: str) -> None:
+            raise OSError("connection refused")
+
+    job_id = _job(sweeper, status=JobStatus.COMPLETED, expires_at=jobs.now() - timedelta(seconds=1))
+    sweeper.blobs = Unreachable(sweeper.blobs.root)
+
+    assert sweeper.sweep().expired == 0
+    with sweeper.sessions() as session:
+        assert session.get(Job, job_id).expired_at is None  # tried again on a later tick
