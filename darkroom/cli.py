@@ -23,21 +23,26 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     upgrade_schema(settings.resolved_database_url)
 
 
-def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+def _api_server(settings: Settings, args: argparse.Namespace, *, log_level: str):
     import uvicorn
 
     from api.app import create_app
 
     # log_config=None: uvicorn's lines go through the root handler, not a format of its own; the
     # request middleware logs each request with its id, so uvicorn's access line is not needed.
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_level=log_level,
         log_config=None,
         access_log=False,
     )
+    return uvicorn.Server(config)
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    _api_server(settings, args, log_level="warning").run()
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -75,9 +80,6 @@ def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     """Embedded mode: migrate, start a worker and a webhook worker, sweep in a thread, serve the
     API; stop all of them together."""
-    import uvicorn
-
-    from api.app import create_app
     from worker.sweeper import Sweeper, make_sweeper
 
     cmd_migrate(settings, args)
@@ -85,16 +87,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
         subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, command])
         for command in ("worker", "webhook-worker")
     ]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            log_config=None,
-            access_log=False,
-        )
-    )
+    server = _api_server(settings, args, log_level="info")
     sweeping = threading.Event()
     sweeper: Sweeper = make_sweeper(settings)
     threading.Thread(target=sweeper.run, args=(sweeping,), name="sweeper", daemon=True).start()

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 WORKER_READY = "worker ready: serving"
@@ -30,6 +31,21 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s:g} s")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.models import Job
 from tests.chaos.servers import s3_client
+from tests.processes import wait_until
 from tests.stack import LiveStack
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -190,21 +191,6 @@ class JobBook:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def wait_until(
-    predicate: Callable[[], object],
-    timeout_s: float,
-    interval_s: float = 0.05,
-    what: str = "condition",
-):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"{what} not reached within {timeout_s:g} s")
 
 
 def calibrate_steps(

@@ -5,7 +5,6 @@ with its current job and shows a killed one as lost, and results expire on sched
 from __future__ import annotations
 
 import io
-import time
 
 import boto3
 import httpx
@@ -14,19 +13,11 @@ import redis
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import make_bucket
+from tests.processes import make_bucket, wait_until
 from tests.stack import create_database, drop_database, start_stack
 
 RETENTION_S = 6
 
-
-def _wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("timed out waiting")
 
 
 def _root(stack) -> str:
@@ -65,8 +56,8 @@ def _idle(stack, **labels) -> dict:
         return samples if not active else None
 
     try:
-        return _wait_for(scrape_if_idle, timeout_s=60)
-    except AssertionError:
+        return wait_until(scrape_if_idle, timeout_s=60)
+    except TimeoutError:
         raise AssertionError(f"jobs still active: {[s for s in samples.items() if s[0][0] == 'darkroom_jobs_active']}")
 
 
@@ -87,7 +78,7 @@ def test_metrics_move_by_exactly_the_jobs_that_ran(client, stack):
 
     wan = {"model": "tiny-wan"}
     # Histograms come from the worker's heartbeat row (every 0.2 s in the test stack).
-    after = _wait_for(
+    after = wait_until(
         lambda: (s := _scrape(stack))
         and _value(s, "darkroom_job_run_seconds_count", **wan) - _value(before, "darkroom_job_run_seconds_count", **wan) >= 2
         and s
@@ -138,7 +129,7 @@ def test_workers_show_their_current_job(client, stack):
         model="tiny-wan", prompt="long", size="32x32", seconds="1", extra_body={"num_inference_steps": 200}
     )
     try:
-        running = _wait_for(
+        running = wait_until(
             lambda: [w for w in _workers(stack) if w["current_job_id"] == video.id], timeout_s=60
         )[0]
         assert running["role"] == "generation" and running["state"] == "online"
@@ -148,7 +139,7 @@ def test_workers_show_their_current_job(client, stack):
         assert {("sweeper", "online"), ("webhooks", "online")} <= roles
     finally:
         client.videos.delete(video.id)
-    _wait_for(lambda: not [w for w in _workers(stack) if w["current_job_id"] == video.id])
+    wait_until(lambda: not [w for w in _workers(stack) if w["current_job_id"] == video.id])
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +179,7 @@ def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_st
     job_id = result.data[0].url.rsplit("/", 2)[-2]
     bucket = expiring_stack.bucket
     assert _keys(s3_endpoint, bucket, f"outputs/{job_id}/")
-    _wait_for(lambda: not _keys(s3_endpoint, bucket, f"inputs/{job_id}/"))
+    wait_until(lambda: not _keys(s3_endpoint, bucket, f"inputs/{job_id}/"))
 
     def expired():
         response = httpx.get(
@@ -197,7 +188,7 @@ def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_st
         )
         return response if response.status_code == 404 else None
 
-    response = _wait_for(expired, timeout_s=RETENTION_S + 30)
+    response = wait_until(expired, timeout_s=RETENTION_S + 30)
     error = response.json()["error"]
     assert error["code"] == "content_expired" and "expired at" in error["message"]
     assert not _keys(s3_endpoint, bucket, f"outputs/{job_id}/")
@@ -209,10 +200,10 @@ def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_st
 def test_a_killed_worker_shows_as_lost(expiring_stack):
     before = {w["id"] for w in _workers(expiring_stack)}
     expiring_stack.start_worker("doomed")
-    doomed = _wait_for(
+    doomed = wait_until(
         lambda: [w for w in _workers(expiring_stack) if w["id"] not in before and w["role"] == "generation"]
     )[0]
     assert doomed["state"] == "online"
     expiring_stack.kill("doomed")
-    lost = _wait_for(lambda: [w for w in _workers(expiring_stack) if w["id"] == doomed["id"] and w["state"] == "lost"])
+    lost = wait_until(lambda: [w for w in _workers(expiring_stack) if w["id"] == doomed["id"] and w["state"] == "lost"])
     assert lost[0]["seconds_since_heartbeat"] > 2 * lost[0]["heartbeat_interval_s"]

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select, update
 from darkroom.settings import owner_of_key
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
-from tests.processes import make_bucket
+from tests.processes import make_bucket, wait_until
 from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
 
 SLOW_VIDEO = {"model": "tiny-wan", "size": "32x32", "seconds": "1", "extra_body": {"num_inference_steps": 200}}
@@ -36,14 +36,6 @@ def _job(engine, job_id: str) -> Job:
     with engine.connect() as connection:
         return connection.execute(select(Job).where(Job.id == job_id)).one()
 
-
-def _wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.02):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("timed out waiting")
 
 
 def _png() -> bytes:
@@ -131,7 +123,7 @@ def test_past_the_queue_cap_submissions_get_429_with_retry_after(stack, spawn_ap
 
 def test_a_cancel_stops_the_running_job_within_a_step_and_frees_the_worker(client, stack, engine):
     video = client.videos.create(prompt="long", **SLOW_VIDEO)
-    _wait_for(lambda: (job := _job(engine, video.id)).status == "in_progress" and job.progress > 0)
+    wait_until(lambda: (job := _job(engine, video.id)).status == "in_progress" and job.progress > 0)
     cancelled_at = time.monotonic()
     client.videos.delete(video.id)
     follower = client.videos.create(model="tiny-wan", prompt="next", size="16x16", extra_body={"num_inference_steps": 1})

@@ -9,7 +9,6 @@ from sqlalchemy.exc import OperationalError
 from darkroom.settings import Settings
 from storage import jobs
 from storage.blobs import LocalBlobStore
-from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus
 from worker.execute import WorkerContext, _retry_database, execute
 
@@ -30,15 +29,6 @@ class BrokenRunner:
     def run(self, request, on_step):
         on_step(0, 2)
         raise RuntimeError("CUDA out of memory")
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def test_a_failing_job_is_failed_even_when_the_blob_store_is_down(tmp_path, sessions):

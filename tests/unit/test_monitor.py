@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from darkroom.settings import Settings
 from storage import jobs
-from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind
 from worker.monitor import TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _settings(tmp_path, **values) -> Settings:

@@ -6,23 +6,11 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-import pytest
-
 from darkroom.settings import Settings
 from storage import workers
-from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.jobs import now
 from storage.models import Worker
 from worker.presence import Presence, WorkerStats
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _row(sessions, worker_id: str) -> Worker:
