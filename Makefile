@@ -39,6 +39,7 @@ chaos: install services
 
 bench: install services
 	$(PY) -m bench.overhead
+	$(PY) -m bench.content
 
 clean:
 	rm -rf $(VENV) .darkroom .pytest_cache

@@ -28,6 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if not settings.auth_enabled:
             log.warning("DARKROOM_API_KEYS is empty: the API is open to anyone who can reach it")
+        if settings.content_redirect and not settings.s3_bucket:
+            log.warning(
+                "DARKROOM_CONTENT_REDIRECT has no effect with the local blob store: "
+                "/content streams the bytes itself"
+            )
         yield
         engine.dispose()
 

@@ -1,11 +1,15 @@
-"""Serving stored outputs: streamed from the blob store in chunks, never read whole into memory."""
+"""Serving stored outputs: streamed from the blob store in chunks, never read whole into memory,
+with single byte ranges (206) so players can seek; or, when the deployment prefers it and the
+store is S3, a 307 to a presigned URL so the bytes never pass through the API."""
 
 from __future__ import annotations
 
-from fastapi.responses import StreamingResponse
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from api.deps import Services
 from api.errors import APIError
+from api.ranges import RangeNotSatisfiable, if_range_holds, parse_range
 from storage.blobs import BlobNotFound
 from storage.models import Job, JobStatus
 
@@ -29,12 +33,47 @@ def ensure_servable(job: Job, *, what: str, param: str) -> None:
         )
 
 
-def stream_blob(services: Services, key: str, *, what: str) -> StreamingResponse:
+def stream_blob(request: Request, services: Services, key: str, *, what: str) -> Response:
+    """The blob at `key`, whole or the one byte range the request asks for, or a redirect."""
+    settings = services.settings
+    if settings.content_redirect:
+        # No look at S3 first: a completed, unexpired job's outputs exist (they are stored before
+        # it completes, and it is marked expired before they are deleted).
+        url = services.blobs.presigned_url(key, settings.content_redirect_ttl_s)
+        if url is not None:
+            # The URL is a bearer credential that expires: nobody should cache the redirect.
+            return RedirectResponse(url, status_code=307, headers={"cache-control": "no-store"})
     try:
         info = services.blobs.head(key)
-        chunks = services.blobs.iter_chunks(key)
     except BlobNotFound:
-        raise APIError(404, f"The content of {what} is gone.", code="content_not_found") from None
-    return StreamingResponse(
-        chunks, media_type=info.content_type, headers={"content-length": str(info.size)}
-    )
+        raise _gone(what) from None
+    headers = {"accept-ranges": "bytes"}
+    if info.etag:
+        headers["etag"] = info.etag
+    byte_range = None
+    if if_range_holds(request.headers.get("if-range"), info.etag):
+        try:
+            byte_range = parse_range(request.headers.get("range"), info.size)
+        except RangeNotSatisfiable as error:
+            raise APIError(
+                416,
+                f"The requested range of the content of {what} is not satisfiable: {error}.",
+                code="range_not_satisfiable",
+                headers=headers | {"content-range": f"bytes */{info.size}"},
+            ) from None
+    try:
+        if byte_range is None:
+            chunks = services.blobs.iter_chunks(key)
+            status, length = 200, info.size
+        else:
+            chunks = services.blobs.iter_chunks(key, start=byte_range.start, end=byte_range.end)
+            status, length = 206, byte_range.length
+            headers["content-range"] = byte_range.content_range(info.size)
+    except BlobNotFound:
+        raise _gone(what) from None
+    headers["content-length"] = str(length)
+    return StreamingResponse(chunks, status_code=status, media_type=info.content_type, headers=headers)
+
+
+def _gone(what: str) -> APIError:
+    return APIError(404, f"The content of {what} is gone.", code="content_not_found")

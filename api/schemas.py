@@ -12,6 +12,7 @@ from storage.models import Job, JobStatus
 Prompt = Annotated[str, Field(max_length=10_000)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Steps = Annotated[int, Field(ge=1, le=200)]
+Scale = Annotated[float, Field(ge=0, le=30)]
 
 
 class StrictRequest(BaseModel):
@@ -31,6 +32,10 @@ class GenerationExtensions(StrictRequest):
     seed: Seed | None = None
     num_inference_steps: Steps | None = None
     negative_prompt: Annotated[str, Field(max_length=10_000)] | None = None
+    # Classifier-free guidance (Wan, FLUX's distilled guidance) and Qwen-Image's true CFG; a model
+    # without the knob refuses it (api/submission.py `generation_params`).
+    guidance_scale: Scale | None = None
+    true_cfg_scale: Scale | None = None
     # Where this job's completed/failed/cancelled event is POSTed (else the key's default endpoint).
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
@@ -46,6 +51,15 @@ class VideoCreateRequest(GenerationExtensions):
     def _seconds_as_string(cls, value: object) -> object:
         # The SDK sends a string; JSON callers may send a number.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class VideoRemixRequest(StrictRequest):
+    """`POST /v1/videos/{id}/remix`: a new prompt for the source's recorded parameters. Nothing
+    else of the generation may change (that is a new video), so seed, steps and the rest are
+    unknown fields here; only where to send the new job's event is the caller's to choose."""
+
+    prompt: Prompt
+    webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class ImageRequestBase(GenerationExtensions):
@@ -111,6 +125,7 @@ class Video(BaseModel):
             prompt=params.get("prompt"),
             seconds=params["seconds"],
             size=f"{params['width']}x{params['height']}",
+            remixed_from_video_id=job.remixed_from_video_id,
             error=_error_of(job),
         )
 
@@ -158,12 +173,45 @@ class ImageJob(BaseModel):
     error: ErrorObject | None
 
 
+class ModelSizes(BaseModel):
+    rule: str
+    default: str  # WIDTHxHEIGHT
+    multiple: int
+    min_side: int
+    max_side: int
+
+
+class ModelSeconds(BaseModel):
+    allowed: list[str]
+    default: str
+    fps: int
+    rule: str
+    frames: dict[str, int]  # each allowed `seconds` -> the frame count generated
+
+
+class ModelDefaults(BaseModel):
+    """What a request gets when it leaves a parameter out; null: the model has no such knob."""
+
+    num_inference_steps: int
+    guidance_scale: float | None
+    true_cfg_scale: float | None
+    negative_prompt: str | None
+
+
 class Model(BaseModel):
+    """OpenAI's model object; the fields after `owned_by` are Darkroom's limits and defaults."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
     family: str
+    sizes: ModelSizes
+    seconds: ModelSeconds | None  # video models only
+    max_images: int  # `n`
+    max_input_images: int
+    max_num_inference_steps: int
+    defaults: ModelDefaults
 
 
 class ModelList(BaseModel):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from api.bodies import Upload
 from api.deps import Services
 from api.errors import APIError, bad_request
-from api.schemas import GenerationExtensions
+from api.schemas import GenerationExtensions, VideoRemixRequest
 from darkroom.logs import bind
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
@@ -67,15 +67,43 @@ def parse_size(spec: ModelSpec, size: str | None) -> tuple[int, int]:
 
 
 def generation_params(spec: ModelSpec, body: Any, width: int, height: int) -> dict[str, Any]:
-    """The request as the worker will run it, with every default resolved now and recorded."""
+    """The request as the worker will run it, with every default resolved now and recorded.
+
+    Checked against the model here, not in the schema, because the limits differ per model.
+    """
+    steps = body.num_inference_steps or spec.steps
+    if steps > spec.max_steps:
+        raise bad_request(
+            f"num_inference_steps {steps} is over the most the model '{spec.name}' allows ({spec.max_steps}).",
+            param="num_inference_steps",
+        )
+    if body.negative_prompt is not None and spec.negative_prompt is None:
+        raise bad_request(
+            f"The model '{spec.name}' takes no negative_prompt: it runs without classifier-free guidance.",
+            param="negative_prompt",
+            code="unsupported_parameter",
+        )
     return {
         "prompt": body.prompt,
         "width": width,
         "height": height,
         "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
-        "num_inference_steps": body.num_inference_steps or spec.steps,
+        "num_inference_steps": steps,
         "negative_prompt": body.negative_prompt if body.negative_prompt is not None else spec.negative_prompt,
+        "guidance_scale": _scale(spec, body, "guidance_scale"),
+        "true_cfg_scale": _scale(spec, body, "true_cfg_scale"),
     }
+
+
+def _scale(spec: ModelSpec, body: Any, name: str) -> float | None:
+    """The request's guidance knob `name`, or the model's default; refused if the model has none."""
+    default = getattr(spec, name)
+    value = getattr(body, name)
+    if value is None:
+        return default
+    if default is None:
+        raise bad_request(f"The model '{spec.name}' has no {name}.", param=name, code="unsupported_parameter")
+    return value
 
 
 def submit(
@@ -85,14 +113,17 @@ def submit(
     kind: JobKind,
     spec: ModelSpec,
     owner: str,
-    body: GenerationExtensions,
+    body: GenerationExtensions | VideoRemixRequest,
     params: dict[str, Any],
     uploads: Sequence[Upload] = (),
     idempotency_key: str | None = None,
+    remixed_from_video_id: str | None = None,
 ) -> Job:
     settings = services.settings
     webhook_url = _webhook_url(settings, owner, body.webhook_url)
-    request_hash = _fingerprint(kind, body, uploads) if idempotency_key is not None else ""
+    request_hash = (
+        _fingerprint(kind, body, uploads, remixed_from_video_id) if idempotency_key is not None else ""
+    )
     if idempotency_key is not None and (earlier := _replay(settings, session, owner, idempotency_key, request_hash)):
         return earlier
     _admit(settings, session, owner)
@@ -112,6 +143,7 @@ def submit(
             params=params,
             input_keys=input_keys,
             webhook_url=webhook_url,
+            remixed_from_video_id=remixed_from_video_id,
         )
         if idempotency_key is not None:
             session.add(
@@ -155,16 +187,23 @@ def _webhook_url(settings: Settings, owner: str, requested: str | None) -> str |
     return url
 
 
-def _fingerprint(kind: JobKind, body: GenerationExtensions, uploads: Sequence[Upload]) -> str:
+def _fingerprint(
+    kind: JobKind,
+    body: GenerationExtensions | VideoRemixRequest,
+    uploads: Sequence[Upload],
+    remixed_from_video_id: str | None = None,
+) -> str:
     """What makes two requests the same request: the endpoint, the fields sent, the input bytes."""
-    canonical = json.dumps(
-        {
-            "kind": kind,
-            "body": body.model_dump(mode="json", exclude_none=True),
-            "inputs": [hashlib.sha256(upload.data).hexdigest() for upload in uploads],
-        },
-        sort_keys=True,
-    )
+    request: dict[str, Any] = {
+        "kind": kind,
+        "body": body.model_dump(mode="json", exclude_none=True),
+        "inputs": [hashlib.sha256(upload.data).hexdigest() for upload in uploads],
+    }
+    # Only when set, so keys stored before remix existed keep their fingerprints: a remix of
+    # another video, or a create with the same prompt, is a different request under one key.
+    if remixed_from_video_id is not None:
+        request["remixed_from_video_id"] = remixed_from_video_id
+    canonical = json.dumps(request, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

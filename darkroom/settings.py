@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from darkroom.outbound import parse_allowed_entry
@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_prefix: str = ""
+    # The S3 endpoint as clients reach it, when that differs from `s3_endpoint_url` (e.g. MinIO
+    # inside compose): presigned `/content` redirects are signed for this host.
+    s3_public_endpoint_url: str | None = None
+    # `/content` answers with a 307 to a presigned S3 URL valid this long, instead of streaming
+    # the bytes through the API. No effect with the local blob store (logged at start). At most
+    # 7 days: SigV4 refuses longer-lived signatures.
+    content_redirect: bool = False
+    content_redirect_ttl_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 300
 
     # Comma-separated bearer keys. Empty means the server is open (logged loudly at start).
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()

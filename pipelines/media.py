@@ -6,6 +6,7 @@ images that are too large, before any pixel is decoded.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import tempfile
@@ -98,6 +99,27 @@ def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 18) -> bytes:
         return path.read_bytes()
 
 
+@functools.cache
+def _x264_repeatable_options() -> dict[str, str]:
+    """x264 capped at AVX2 where the CPU has AVX-512, so the same frames always encode to the
+    same bytes (the contract: same seed and parameters, byte-identical output on the CPU).
+
+    With its AVX-512 code, x264 (core 165) encodes the same frames to different bytes depending on
+    what else is in the process's memory: up to a third of repeated encodes differed, on frames
+    32 to 240 px wide, and a tiny video's remix with the source's own prompt was not its copy.
+    Never so with `asm=avx2`, `no-asm` or `no-mbtree`, which points at its macroblock-tree
+    lookahead. AVX2 is as fast here; turning the macroblock tree off would cost bitrate.
+    """
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
+    )
+    return {"x264-params": "asm=avx2"} if "avx512f" in flags and "avx2" in flags else {}
+
+
 def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
     height, width = frames.shape[1:3]
     with av.open(
@@ -107,7 +129,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+        stream.options = {"crf": str(crf), **_x264_repeatable_options()}
         for array in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             for packet in stream.encode(frame):

@@ -66,6 +66,9 @@ class FrameRule:
     allowed_seconds: tuple[str, ...]
     default_seconds: str
 
+    def describe(self) -> str:
+        return f"frames = seconds x {self.fps} fps, rounded up to the next 4k+1"
+
     def frames_for(self, seconds: str) -> int:
         if seconds not in self.allowed_seconds:
             raise ValueError(
@@ -87,9 +90,13 @@ class ModelSpec:
     dtype: str  # torch dtype name the weights are loaded in
     owned_by: str
     frames: FrameRule | None = None
+    # None means the model has no such knob, and a request setting it is refused.
     guidance_scale: float | None = None
     true_cfg_scale: float | None = None
+    # None: the model runs without classifier-free guidance (FLUX.1-dev is guidance-distilled),
+    # so a negative prompt would be silently ignored; the API refuses one instead.
     negative_prompt: str | None = None
+    max_steps: int = 100  # more buys nothing on these schedulers and holds a GPU for minutes
     max_images: int = 4  # `n`
     max_input_images: int = 0  # image inputs an edit accepts
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
@@ -109,6 +116,7 @@ _WAN_NEGATIVE_PROMPT = (
     "the background, walking backwards"
 )
 _TINY_SIZE = SizeRule(default=(64, 64), multiple=16, min_side=16, max_side=256)
+_TINY_MAX_STEPS = 200  # the tests make deliberately slow jobs with 200 steps
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -153,6 +161,55 @@ REGISTRY: dict[str, ModelSpec] = {
             owned_by="Wan-AI",
         ),
         ModelSpec(
+            # Model card and diffusers' WanPipeline example: 480p and 720p (1280x720), 81 frames
+            # at 16 fps, 50 steps, guidance 5.0; the pipeline checks sides are multiples of 16.
+            name="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+            family=Family.TEXT_TO_VIDEO,
+            pipeline_class="WanPipeline",
+            source="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+            size=SizeRule(default=(1280, 720), multiple=16, min_side=256, max_side=1280),
+            frames=FrameRule(fps=16, allowed_seconds=("1", "2", "3", "4", "5"), default_seconds="5"),
+            steps=50,
+            guidance_scale=5.0,
+            negative_prompt=_WAN_NEGATIVE_PROMPT,
+            max_images=1,
+            dtype="bfloat16",
+            owned_by="Wan-AI",
+        ),
+        ModelSpec(
+            # Model card: 720p as 1280x704 or 704x1280, 24 fps, up to 121 frames (5 s at 24 fps ->
+            # 121 by the 4k+1 rule), 50 steps, guidance 5.0. Its VAE downsamples 16x and the
+            # transformer patches 2x2, so sides are multiples of 32. The checkpoint's
+            # model_index.json sets WanPipeline's `expand_timesteps`, so plain text-to-video
+            # through WanPipeline needs nothing extra from the runner.
+            name="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            family=Family.TEXT_TO_VIDEO,
+            pipeline_class="WanPipeline",
+            source="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            size=SizeRule(default=(1280, 704), multiple=32, min_side=256, max_side=1280),
+            frames=FrameRule(fps=24, allowed_seconds=("1", "2", "3", "4", "5"), default_seconds="5"),
+            steps=50,
+            guidance_scale=5.0,
+            negative_prompt=_WAN_NEGATIVE_PROMPT,
+            max_images=1,
+            dtype="bfloat16",
+            owned_by="Wan-AI",
+        ),
+        ModelSpec(
+            # FluxPipeline.__call__ defaults (diffusers 0.42): 28 steps, guidance_scale 3.5, which
+            # FLUX.1-dev takes as an embedded input (guidance-distilled: no negative prompt, no
+            # true CFG). Sides must divide by 16 (8x VAE, 2x2 packing); 1024x1024 per the card.
+            name="black-forest-labs/FLUX.1-dev",
+            family=Family.TEXT_TO_IMAGE,
+            pipeline_class="FluxPipeline",
+            source="black-forest-labs/FLUX.1-dev",
+            size=SizeRule(default=(1024, 1024), multiple=16, min_side=256, max_side=2048),
+            steps=28,
+            guidance_scale=3.5,
+            dtype="bfloat16",
+            owned_by="black-forest-labs",
+        ),
+        ModelSpec(
             name="tiny-qwen-image",
             family=Family.TEXT_TO_IMAGE,
             pipeline_class="QwenImagePipeline",
@@ -161,6 +218,7 @@ REGISTRY: dict[str, ModelSpec] = {
             steps=4,
             true_cfg_scale=4.0,
             negative_prompt=" ",
+            max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",
         ),
@@ -175,6 +233,7 @@ REGISTRY: dict[str, ModelSpec] = {
             negative_prompt=" ",
             max_input_images=3,
             edit_vae_image_area=64 * 64,
+            max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",
         ),
@@ -191,6 +250,19 @@ REGISTRY: dict[str, ModelSpec] = {
             guidance_scale=5.0,
             negative_prompt="low quality",
             max_images=1,
+            max_steps=_TINY_MAX_STEPS,
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+        ModelSpec(
+            name="tiny-flux",
+            family=Family.TEXT_TO_IMAGE,
+            pipeline_class="FluxPipeline",
+            source="tiny-flux",
+            size=_TINY_SIZE,
+            steps=4,
+            guidance_scale=3.5,
+            max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",
         ),

@@ -267,10 +267,18 @@ def build_tiny_wan(target: Path) -> None:
     pipe.save_pretrained(target)
 
 
+def _build_tiny_flux(target: Path) -> None:
+    # Imported on use: pipelines.tiny_flux imports this module for the corpus and T5 tokenizer.
+    from pipelines.tiny_flux import build_tiny_flux
+
+    build_tiny_flux(target)
+
+
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen-image": build_tiny_qwen_image,
     "tiny-qwen-image-edit": build_tiny_qwen_image_edit,
     "tiny-wan": build_tiny_wan,
+    "tiny-flux": _build_tiny_flux,
 }
 
 

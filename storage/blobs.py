@@ -3,6 +3,9 @@
 Both raise `BlobNotFound` for a missing key and raise (never return None) on a failed write, so a
 job can never be marked completed without its output. `tests/unit/test_blob_store.py` runs one
 contract suite against both.
+
+Reads stream: `iter_chunks` yields a blob, or a byte range of it, a chunk at a time (S3 with a
+`Range` GET, a file with a seek), so serving a large video never holds it whole in memory.
 """
 
 from __future__ import annotations
@@ -27,13 +30,22 @@ class BlobNotFound(KeyError):
 class BlobInfo:
     size: int
     content_type: str
+    # A strong validator for HTTP (quoted): changes whenever the bytes do. S3's own ETag; for a
+    # file, its mtime and size (a rewrite is a rename, so the mtime changes).
+    etag: str | None = None
 
 
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
     def head(self, key: str) -> BlobInfo: ...
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]: ...
+    # Bytes [start, end) of the blob, as in slicing; end=None reads to the end. Callers pass a
+    # range inside the blob (api/ranges.py checks it against `head`).
+    def iter_chunks(
+        self, key: str, chunk_size: int = CHUNK_SIZE, *, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]: ...
+    # A time-limited URL anyone can GET the blob from, or None where the store has no such thing.
+    def presigned_url(self, key: str, expires_in_s: int) -> str | None: ...
     def delete(self, key: str) -> None: ...  # missing keys are not an error
     def delete_prefix(self, prefix: str) -> None: ...
     def check(self) -> None: ...  # raises if the store cannot be reached
@@ -74,18 +86,25 @@ class LocalBlobStore:
     def head(self, key: str) -> BlobInfo:
         path = self._path(key)
         try:
-            size = path.stat().st_size
+            stat = path.stat()
             content_type = path.with_name(path.name + ".content-type").read_text()
         except FileNotFoundError:
             raise BlobNotFound(key) from None
-        return BlobInfo(size=size, content_type=content_type)
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        return BlobInfo(size=stat.st_size, content_type=content_type, etag=etag)
 
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    def iter_chunks(
+        self, key: str, chunk_size: int = CHUNK_SIZE, *, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
         try:
             handle = self._path(key).open("rb")
         except FileNotFoundError:
             raise BlobNotFound(key) from None
-        return _read_chunks(handle, chunk_size)
+        handle.seek(start)
+        return _read_chunks(handle, chunk_size, None if end is None else max(0, end - start))
+
+    def presigned_url(self, key: str, expires_in_s: int) -> str | None:
+        return None
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -100,19 +119,26 @@ class LocalBlobStore:
             raise OSError(f"blob directory {self.root} is not writable")
 
 
-def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
+def _read_chunks(handle, chunk_size: int, remaining: int | None) -> Iterator[bytes]:
     with handle:
-        while chunk := handle.read(chunk_size):
+        while remaining is None or remaining > 0:
+            chunk = handle.read(chunk_size if remaining is None else min(chunk_size, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
             yield chunk
 
 
 class S3BlobStore:
     """Any S3-compatible endpoint (AWS, MinIO, moto...) through boto3."""
 
-    def __init__(self, client, bucket: str, prefix: str = "") -> None:
+    def __init__(self, client, bucket: str, prefix: str = "", *, presign_client=None) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
+        # Signs URLs for the endpoint clients reach, which may not be the one this server uses.
+        self.presign_client = presign_client or client
 
     def _key(self, key: str) -> str:
         return self.prefix + _validate_key(key)
@@ -139,12 +165,29 @@ class S3BlobStore:
     def head(self, key: str) -> BlobInfo:
         with self._missing_as_not_found(key):
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        return BlobInfo(size=response["ContentLength"], content_type=response["ContentType"])
+        return BlobInfo(
+            size=response["ContentLength"], content_type=response["ContentType"], etag=response.get("ETag")
+        )
 
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    def iter_chunks(
+        self, key: str, chunk_size: int = CHUNK_SIZE, *, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
+        if end is not None and end <= start:
+            # A Range header cannot ask for zero bytes; a missing key is still BlobNotFound.
+            self.head(key)
+            return iter(())
+        extra = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         with self._missing_as_not_found(key):
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        return response["Body"].iter_chunks(chunk_size)
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+        return _body_chunks(response["Body"], chunk_size)
+
+    def presigned_url(self, key: str, expires_in_s: int) -> str | None:
+        # Signed locally with the credentials: no request to S3.
+        return self.presign_client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in_s
+        )
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -161,6 +204,15 @@ class S3BlobStore:
         self.client.head_bucket(Bucket=self.bucket)
 
 
+def _body_chunks(body, chunk_size: int) -> Iterator[bytes]:
+    # A client that stops reading (a player seeking) drops this iterator: close the body then, so
+    # its connection goes back to the pool or is shut, instead of waiting for the collector.
+    try:
+        yield from body.iter_chunks(chunk_size)
+    finally:
+        body.close()
+
+
 def make_blob_store(settings) -> BlobStore:
     """S3 when the settings name a bucket, else a directory under the data dir."""
     if not settings.s3_bucket:
@@ -168,13 +220,25 @@ def make_blob_store(settings) -> BlobStore:
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
-        # A store that stopped answering should fail fast: the worker retries uploads itself.
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
-    )
-    return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix)
+    def make_client(endpoint_url: str | None):
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            config=Config(
+                # A store that stopped answering should fail fast: the worker retries uploads itself.
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                # boto3 presigns with SigV2 otherwise, which S3 refuses for buckets made since 2020.
+                signature_version="s3v4",
+            ),
+        )
+
+    client = make_client(settings.s3_endpoint_url)
+    # A signature covers the host, so URLs handed to clients are signed for the endpoint they reach.
+    public = settings.s3_public_endpoint_url
+    presign_client = make_client(public) if public and public != settings.s3_endpoint_url else None
+    return S3BlobStore(client, settings.s3_bucket, settings.s3_prefix, presign_client=presign_client)

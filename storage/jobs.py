@@ -72,6 +72,7 @@ def create(
     params: dict[str, Any],
     input_keys: Iterable[str] = (),
     webhook_url: str | None = None,
+    remixed_from_video_id: str | None = None,
 ) -> Job:
     """Add a queued job to the session; the caller commits, then publishes its id, and calls
     `mark_unpublished` if that fails (the row says published from the start, so the common path
@@ -93,6 +94,7 @@ def create(
         created_at=created,
         published_at=created,
         webhook_url=webhook_url,
+        remixed_from_video_id=remixed_from_video_id,
     )
     session.add(job)
     return job

@@ -92,6 +92,9 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     # When the retention pass deleted its blobs; `/content` then answers 404 `content_expired`.
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The video this job remixed (`POST /v1/videos/{id}/remix`). No foreign key: job rows are
+    # only soft-deleted, and a constraint would only make purging old rows order-dependent.
+    remixed_from_video_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(

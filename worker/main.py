@@ -31,11 +31,17 @@ _presence: Presence | None = None
 
 def build_context(settings: Settings, worker_id: str) -> WorkerContext:
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from pipelines.loader import load_runner
     from pipelines.registry import get_model
 
     diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
+    # Both libraries log through a stderr handler of their own, in their own format: route their
+    # lines through the process's root handler instead (JSON lines, ids bound).
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_default_handler()
+        library.enable_propagation()
 
     runners = {}
     for name in settings.models:

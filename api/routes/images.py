@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
 from api.bodies import Upload, read_body, read_image_upload
 from api.content import ensure_servable, stream_blob
@@ -114,8 +113,6 @@ def _image_params(spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]
     width, height = size
     return generation_params(spec, body, width, height) | {
         "num_images": body.n,
-        "true_cfg_scale": spec.true_cfg_scale,
-        "guidance_scale": spec.guidance_scale,
         "output_format": body.output_format,
         "output_compression": body.output_compression,
     }
@@ -193,13 +190,14 @@ def retrieve_image_job(image_id: str, session: SessionDep, owner: OwnerDep) -> I
 @router.get("/{image_id}/content")
 def download_image_content(
     image_id: str,
+    request: Request,
     services: ServicesDep,
     session: SessionDep,
     owner: OwnerDep,
     index: Annotated[int, Query(ge=0)] = 0,
-) -> StreamingResponse:
+):  # a stream (200/206) or a redirect (307): see api.content.stream_blob
     job = _get_image_job(session, image_id, owner)
     ensure_servable(job, what=f"Image job '{image_id}'", param="image_id")
     if index >= len(job.output_keys):
         raise bad_request(f"Image job '{image_id}' has {len(job.output_keys)} images.", param="index")
-    return stream_blob(services, job.output_keys[index], what=f"image '{image_id}'")
+    return stream_blob(request, services, job.output_keys[index], what=f"image '{image_id}'")

@@ -1,4 +1,5 @@
-"""`/v1/models`: what this deployment serves."""
+"""`/v1/models`: what this deployment serves, with each model's limits and defaults as extension
+fields, so a client can build a valid request without reading our docs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,46 @@ from fastapi import APIRouter
 
 from api.deps import OwnerDep, ServicesDep
 from api.errors import not_found
-from api.schemas import Model, ModelList
+from api.schemas import Model, ModelDefaults, ModelList, ModelSeconds, ModelSizes
 from pipelines.registry import REGISTRY, ModelSpec
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def _model(spec: ModelSpec, created: int) -> Model:
-    return Model(id=spec.name, created=created, owned_by=spec.owned_by, family=spec.family)
+    rule, frames = spec.size, spec.frames
+    seconds = None
+    if frames is not None:
+        seconds = ModelSeconds(
+            allowed=list(frames.allowed_seconds),
+            default=frames.default_seconds,
+            fps=frames.fps,
+            rule=frames.describe(),
+            frames={value: frames.frames_for(value) for value in frames.allowed_seconds},
+        )
+    return Model(
+        id=spec.name,
+        created=created,
+        owned_by=spec.owned_by,
+        family=spec.family,
+        sizes=ModelSizes(
+            rule=rule.describe(),
+            default="{}x{}".format(*rule.default),
+            multiple=rule.multiple,
+            min_side=rule.min_side,
+            max_side=rule.max_side,
+        ),
+        seconds=seconds,
+        max_images=spec.max_images,
+        max_input_images=spec.max_input_images,
+        max_num_inference_steps=spec.max_steps,
+        defaults=ModelDefaults(
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            true_cfg_scale=spec.true_cfg_scale,
+            negative_prompt=spec.negative_prompt,
+        ),
+    )
 
 
 @router.get("", response_model=ModelList)

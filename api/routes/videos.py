@@ -1,4 +1,4 @@
-"""`/v1/videos`: create, retrieve, list, delete and download, as the official SDK calls them."""
+"""`/v1/videos` as the official SDK calls it: create, retrieve, list, delete, remix, download."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
 
 from api.bodies import read_body
 from api.content import ensure_servable, stream_blob
-from api.deps import OwnerDep, ServicesDep, SessionDep, get_owned_job, idempotency_key
+from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import bad_request
-from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList
+from api.remix import remix_params, remixable_model
+from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
 from api.submission import generation_params, parse_size, resolve_model, submit
 from pipelines.registry import Family
 from storage import jobs
@@ -45,7 +46,6 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         "seconds": seconds,
         "num_frames": num_frames,
         "fps": spec.frames.fps,
-        "guidance_scale": spec.guidance_scale,
     }
     job = await run_in_threadpool(
         submit,
@@ -120,14 +120,49 @@ def delete_video(video_id: str, services: ServicesDep, session: SessionDep, owne
     return VideoDeleted(id=job.id)
 
 
+@router.post("/{video_id}/remix", response_model=Video)
+async def remix_video(
+    video_id: str, request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep
+) -> Video:
+    body, _ = await read_body(
+        request, VideoRemixRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
+    )
+    key = idempotency_key(request)
+    job = await run_in_threadpool(_remix, services, session, owner, video_id, body, key)
+    return Video.from_job(job)
+
+
+def _remix(
+    services: Services,
+    session: Session,
+    owner: str,
+    video_id: str,
+    body: VideoRemixRequest,
+    key: str | None,
+) -> Job:
+    source = _get_video(session, video_id, owner)
+    return submit(
+        services,
+        session,
+        kind=JobKind.VIDEO,
+        spec=remixable_model(source, services.settings.models),
+        owner=owner,
+        body=body,
+        params=remix_params(source, body.prompt),
+        idempotency_key=key,
+        remixed_from_video_id=source.id,
+    )
+
+
 @router.get("/{video_id}/content")
 def download_video_content(
     video_id: str,
+    request: Request,
     services: ServicesDep,
     session: SessionDep,
     owner: OwnerDep,
     variant: Literal["video"] = "video",
-) -> StreamingResponse:
+) -> Response:
     job = _get_video(session, video_id, owner)
     ensure_servable(job, what=f"Video '{video_id}'", param="video_id")
-    return stream_blob(services, job.output_keys[0], what=f"video '{video_id}'")
+    return stream_blob(request, services, job.output_keys[0], what=f"video '{video_id}'")

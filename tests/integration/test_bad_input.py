@@ -193,3 +193,27 @@ def test_broken_json(stack, nothing_written):
         headers={"authorization": f"Bearer {KEY_A}", "content-type": "application/json"},
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+
+
+# Extension parameters are checked against the model: a knob it lacks or a value past its limit.
+EXTENSION_CASES = [
+    ("images", "tiny-flux", {"negative_prompt": "blurry"}, "negative_prompt"),
+    ("images", "tiny-flux", {"true_cfg_scale": 4.0}, "true_cfg_scale"),
+    ("images", "tiny-qwen-image", {"guidance_scale": 4.0}, "guidance_scale"),
+    ("images", "tiny-qwen-image", {"num_inference_steps": 201}, "num_inference_steps"),
+    ("images", "tiny-qwen-image", {"num_inference_steps": 0}, "num_inference_steps"),
+    ("videos", "tiny-wan", {"true_cfg_scale": 4.0}, "true_cfg_scale"),
+    ("videos", "tiny-wan", {"num_inference_steps": 201}, "num_inference_steps"),
+    ("videos", "tiny-wan", {"seed": 2**63}, "seed"),
+    ("videos", "tiny-wan", {"guidance_scale": -1}, "guidance_scale"),
+]
+
+
+@pytest.mark.parametrize("endpoint,model,extra,param", EXTENSION_CASES)
+def test_extension_parameters_are_checked_per_model(client, nothing_written, endpoint, model, extra, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        if endpoint == "images":
+            client.images.generate(model=model, prompt="x", extra_body=extra)
+        else:
+            client.videos.create(model=model, prompt="x", extra_body=extra)
+    assert (error.value.status_code, error.value.param) == (400, param)

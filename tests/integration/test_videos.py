@@ -124,3 +124,15 @@ def test_another_key_cannot_see_touch_or_list_a_video(client, other_client):
             call(video.id)
     assert video.id not in [v.id for v in other_client.videos.list(limit=100)]
     assert client.videos.retrieve(video.id).status == "completed"
+
+
+def test_a_requests_guidance_scale_is_what_the_job_runs_with(client, stack):
+    common = {"model": "tiny-wan", "prompt": "guided", "size": "16x16", "seconds": "1", "poll_interval_ms": 50}
+    default = client.videos.create_and_poll(**common, extra_body={"seed": 7})
+    unguided = client.videos.create_and_poll(**common, extra_body={"seed": 7, "guidance_scale": 1.0})
+    assert (default.status, unguided.status) == ("completed", "completed")
+    engine = create_engine(stack.env["DARKROOM_DATABASE_URL"])
+    with engine.connect() as connection:
+        params = dict(connection.execute(select(Job.id, Job.params).where(Job.id.in_([default.id, unguided.id]))).all())
+    engine.dispose()
+    assert (params[default.id]["guidance_scale"], params[unguided.id]["guidance_scale"]) == (5.0, 1.0)

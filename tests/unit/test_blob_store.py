@@ -4,9 +4,11 @@ server process over HTTP)."""
 from __future__ import annotations
 
 import boto3
+import httpx
 import pytest
 
-from storage.blobs import BlobNotFound, LocalBlobStore, S3BlobStore
+from darkroom.settings import Settings
+from storage.blobs import BlobNotFound, LocalBlobStore, S3BlobStore, make_blob_store
 from tests.processes import make_bucket
 
 
@@ -43,11 +45,76 @@ def test_iter_chunks_streams_whole_blob(store):
     assert b"".join(chunks) == data
 
 
+@pytest.mark.parametrize(
+    "start,end",
+    [(0, None), (0, 1), (1, 2), (99_999, 100_001), (500_000, None), (1_279_999, None), (0, 1_280_000), (7, 7)],
+)
+def test_iter_chunks_reads_a_byte_range_like_a_slice(store, start, end):
+    data = bytes(range(256)) * 5000  # 1,280,000 bytes
+    store.put("big/blob", data, "application/octet-stream")
+    chunks = list(store.iter_chunks("big/blob", chunk_size=100_000, start=start, end=end))
+    assert b"".join(chunks) == data[start:end]
+    assert all(len(chunk) <= 100_000 for chunk in chunks)
+
+
+def test_local_ranged_read_seeks_and_reads_no_further(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    store.put("a/b", b"0123456789", "text/plain")
+    chunks = store.iter_chunks("a/b", chunk_size=3, start=2, end=9)
+    assert list(chunks) == [b"234", b"567", b"8"]
+
+
+def test_head_gives_an_etag_that_changes_with_the_bytes(store):
+    store.put("e/tag", b"one", "text/plain")
+    first = store.head("e/tag").etag
+    assert first and first.startswith('"') and first.endswith('"')
+    assert store.head("e/tag").etag == first
+    store.put("e/tag", b"other", "text/plain")
+    assert store.head("e/tag").etag != first
+
+
 @pytest.mark.parametrize("operation", ["get", "head", "iter_chunks"])
 def test_missing_key_raises_blob_not_found(store, operation):
     with pytest.raises(BlobNotFound):
         result = getattr(store, operation)("nope/missing")
         list(result) if operation == "iter_chunks" else None
+
+
+@pytest.mark.parametrize("start,end", [(5, None), (0, 10), (3, 3)])
+def test_a_ranged_read_of_a_missing_key_raises_blob_not_found(store, start, end):
+    with pytest.raises(BlobNotFound):
+        list(store.iter_chunks("nope/missing", start=start, end=end))
+
+
+def test_only_s3_presigns_urls(tmp_path, s3_endpoint):
+    assert LocalBlobStore(tmp_path).presigned_url("a/b", 60) is None
+    settings = Settings(
+        data_dir=tmp_path,
+        s3_bucket=make_bucket(s3_endpoint),
+        s3_endpoint_url=s3_endpoint,
+        s3_access_key_id="t",
+        s3_secret_access_key="t",
+        s3_prefix="pre/",
+    )
+    store = make_blob_store(settings)
+    store.put("outputs/v.mp4", b"video bytes", "video/mp4")
+    url = store.presigned_url("outputs/v.mp4", 60)
+    assert url.startswith(f"{s3_endpoint}/{settings.s3_bucket}/pre/outputs/v.mp4?")
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=60" in url
+    response = httpx.get(url)
+    assert (response.status_code, response.content) == (200, b"video bytes")
+
+
+def test_presigned_urls_name_the_public_endpoint(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path,
+        s3_bucket="bucket",
+        s3_endpoint_url="http://minio:9000",
+        s3_public_endpoint_url="https://media.example.com",
+        s3_access_key_id="t",
+        s3_secret_access_key="t",
+    )
+    assert make_blob_store(settings).presigned_url("a/b", 60).startswith("https://media.example.com/bucket/a/b?")
 
 
 def test_delete_is_idempotent(store):

@@ -52,7 +52,11 @@ def test_every_entry_is_consistent():
         assert (spec.max_input_images > 0) == (spec.family == Family.IMAGE_EDIT)
         if spec.frames:
             assert spec.frames.default_seconds in spec.frames.allowed_seconds
-    assert set(TINY_MODELS) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan"}
+        assert 1 <= spec.steps <= spec.max_steps
+        # A negative prompt needs classifier-free guidance; every model with one runs CFG.
+        if spec.true_cfg_scale is not None:
+            assert spec.negative_prompt is not None
+    assert set(TINY_MODELS) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan", "tiny-flux"}
     assert get_model("Qwen/Qwen-Image-Edit-2511").pipeline_class == "QwenImageEditPlusPipeline"
     with pytest.raises(KeyError):
         get_model("sora-2")
@@ -64,3 +68,35 @@ def test_the_registry_and_the_api_do_not_import_torch():
 
     code = "import sys, api.app, pipelines.registry; print('torch' in sys.modules, 'diffusers' in sys.modules)"
     assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    "name,default_size,frames_at_default,fps",
+    [
+        ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", (832, 480), 81, 16),
+        ("Wan-AI/Wan2.1-T2V-14B-Diffusers", (1280, 720), 81, 16),
+        ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", (1280, 704), 121, 24),
+    ],
+)
+def test_wan_entries_match_their_model_cards(name, default_size, frames_at_default, fps):
+    spec = get_model(name)
+    assert spec.pipeline_class == "WanPipeline"
+    assert spec.size.default == default_size
+    assert spec.frames.fps == fps
+    assert spec.frames.frames_for(spec.frames.default_seconds) == frames_at_default
+    assert (spec.steps, spec.guidance_scale, spec.true_cfg_scale) == (50, 5.0, None)
+
+
+def test_wan_2_2_sizes_are_multiples_of_32():
+    rule = get_model("Wan-AI/Wan2.2-TI2V-5B-Diffusers").size
+    assert rule.parse("704x1280") == (704, 1280)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        rule.parse("1280x720")
+
+
+def test_flux_dev_is_guidance_distilled():
+    spec = get_model("black-forest-labs/FLUX.1-dev")
+    assert (spec.pipeline_class, spec.family) == ("FluxPipeline", Family.TEXT_TO_IMAGE)
+    assert (spec.steps, spec.guidance_scale) == (28, 3.5)
+    assert spec.true_cfg_scale is None and spec.negative_prompt is None
+    assert spec.size.parse("1024x768") == (1024, 768)

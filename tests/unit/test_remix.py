@@ -1,0 +1,139 @@
+"""Remix: which sources may be remixed, what the new job runs, how its Idempotency-Key
+fingerprint differs from other requests', and the column that records its source."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from pydantic import ValidationError
+from sqlalchemy import inspect
+
+from api.errors import APIError, validation_error
+from api.remix import remix_params, remixable_model
+from api.schemas import Video, VideoCreateRequest, VideoRemixRequest
+from api.submission import _fingerprint
+from storage import jobs
+from storage.db import alembic_config, make_engine
+from storage.models import Job, JobKind, JobStatus
+
+PARAMS = {
+    "prompt": "a red fox in snow",
+    "width": 64,
+    "height": 32,
+    "seed": 1234,
+    "num_inference_steps": 3,
+    "negative_prompt": "blurry",
+    "seconds": "2",
+    "num_frames": 17,
+    "fps": 8,
+    "guidance_scale": 5.0,
+}
+
+
+def _source(status: JobStatus = JobStatus.COMPLETED, **fields) -> Job:
+    values = {
+        "id": "video_source",
+        "kind": JobKind.VIDEO,
+        "model": "tiny-wan",
+        "params": dict(PARAMS),
+        "input_keys": [],
+    }
+    return Job(status=status, **(values | fields))
+
+
+def test_a_remix_runs_the_source_parameters_with_the_new_prompt():
+    source = _source()
+    params = remix_params(source, "a blue fox")
+    assert params == PARAMS | {"prompt": "a blue fox"}
+    assert source.params == PARAMS  # the source's record is untouched
+
+
+def test_a_completed_source_on_a_served_model_remixes_on_that_model():
+    assert remixable_model(_source(), served=["tiny-qwen-image", "tiny-wan"]).name == "tiny-wan"
+
+
+@pytest.mark.parametrize(
+    "status", [JobStatus.QUEUED, JobStatus.IN_PROGRESS, JobStatus.FAILED, JobStatus.CANCELLED]
+)
+def test_only_a_completed_source_can_be_remixed(status):
+    with pytest.raises(APIError) as error:
+        remixable_model(_source(status), served=["tiny-wan"])
+    assert (error.value.status, error.value.code, error.value.param) == (400, "video_not_completed", "video_id")
+    assert f"is {status};" in error.value.message
+
+
+def test_an_image_to_video_source_is_refused_clearly():
+    with pytest.raises(APIError) as error:
+        remixable_model(_source(input_keys=["inputs/video_source/0"]), served=["tiny-wan"])
+    assert (error.value.status, error.value.code) == (400, "remix_not_supported")
+    assert "input_reference" in error.value.message
+
+
+@pytest.mark.parametrize("model", ["tiny-wan", "no-such-model"])
+def test_a_source_whose_model_is_no_longer_served_is_refused(model):
+    with pytest.raises(APIError) as error:
+        remixable_model(_source(model=model), served=["tiny-qwen-image"])
+    assert (error.value.status, error.value.code) == (400, "model_not_found")
+    assert model in error.value.message
+
+
+@pytest.mark.parametrize(
+    "data,param,code",
+    [
+        ({}, "prompt", "missing_required_parameter"),
+        ({"prompt": "  "}, "prompt", "invalid_value"),
+        ({"prompt": 7}, "prompt", "invalid_value"),
+        ({"prompt": "x", "seed": 1}, "seed", "unknown_parameter"),
+        ({"prompt": "x", "model": "tiny-wan"}, "model", "unknown_parameter"),
+    ],
+)
+def test_remix_request_errors_name_the_field(data, param, code):
+    with pytest.raises(ValidationError) as error:
+        VideoRemixRequest.model_validate(data)
+    located = [{**item, "loc": ("body", *item["loc"])} for item in error.value.errors()]
+    api_error = validation_error(located)
+    assert (api_error.status, api_error.param, api_error.code) == (400, param, code)
+
+
+def test_one_idempotency_key_tells_remixes_of_different_sources_apart():
+    remix = VideoRemixRequest(prompt="x")
+    of_a = _fingerprint(JobKind.VIDEO, remix, (), "video_a")
+    assert of_a == _fingerprint(JobKind.VIDEO, VideoRemixRequest(prompt="x"), (), "video_a")
+    assert of_a != _fingerprint(JobKind.VIDEO, remix, (), "video_b")
+    # A create with the same body is another request too.
+    assert of_a != _fingerprint(JobKind.VIDEO, VideoCreateRequest(prompt="x"), ())
+
+
+def test_the_source_is_stored_and_shown_and_absent_on_other_videos(sessions):
+    with sessions() as session:
+        for job_id, remixed_from in (("video_plain", None), ("video_remix", "video_plain")):
+            jobs.create(
+                session,
+                job_id=job_id,
+                kind=JobKind.VIDEO,
+                model="tiny-wan",
+                owner="o",
+                params=PARAMS,
+                remixed_from_video_id=remixed_from,
+            )
+        session.commit()
+    with sessions() as session:
+        assert Video.from_job(session.get(Job, "video_remix")).remixed_from_video_id == "video_plain"
+        assert Video.from_job(session.get(Job, "video_plain")).remixed_from_video_id is None
+
+
+def test_the_remix_migration_downgrades_and_upgrades(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    engine = make_engine(url)
+
+    def columns() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns("jobs")}
+
+    assert "remixed_from_video_id" in columns()
+    command.downgrade(config, "0003_operations")
+    assert "remixed_from_video_id" not in columns()
+    command.upgrade(config, "head")
+    assert "remixed_from_video_id" in columns()
+    engine.dispose()
