@@ -22,7 +22,9 @@ from storage.models import Job, JobKind, JobStatus
 from tests.processes import make_bucket, wait_until
 from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
 
-SLOW_VIDEO = {"model": "tiny-wan", "size": "32x32", "seconds": "1", "extra_body": {"num_inference_steps": 200}}
+# 200 steps over 33 frames: seconds of denoising even on a fast, idle machine (the time limit test
+# needs it to outlast 1 s by a margin).
+SLOW_VIDEO = {"model": "tiny-wan", "size": "32x32", "seconds": "4", "extra_body": {"num_inference_steps": 200}}
 
 
 @pytest.fixture
