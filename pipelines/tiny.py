@@ -217,19 +217,11 @@ def build_tiny_qwen_image_edit(target: Path) -> None:
     processor_compat.save_pipeline_processor(processor, target)
 
 
-def build_tiny_wan(target: Path) -> None:
-    tokenizer = build_t5_tokenizer()
+def tiny_t5_encoder(model_class, config_class, tokenizer):
+    """The 2-layer T5-family text encoder of the tiny Wan (UMT5) and FLUX (T5) pipelines."""
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(
-        base_dim=3,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],  # 8x spatial, 4x temporal: frames are 4k+1
-    )
-    torch.manual_seed(0)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
+    return model_class(
+        config_class(
             vocab_size=len(tokenizer),
             d_model=32,
             d_kv=8,
@@ -242,6 +234,19 @@ def build_tiny_wan(target: Path) -> None:
             decoder_start_token_id=tokenizer.pad_token_id,
         )
     ).eval()
+
+
+def build_tiny_wan(target: Path) -> None:
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],  # 8x spatial, 4x temporal: frames are 4k+1
+    )
+    text_encoder = tiny_t5_encoder(UMT5EncoderModel, UMT5Config, tokenizer)
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),

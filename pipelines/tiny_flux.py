@@ -21,7 +21,7 @@ from diffusers import (
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
-from pipelines.tiny import _CORPUS, build_t5_tokenizer
+from pipelines.tiny import _CORPUS, build_t5_tokenizer, tiny_t5_encoder
 
 _CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 _CLIP_VOCAB_SIZE = 400
@@ -85,21 +85,7 @@ def build_tiny_flux(target: Path) -> None:
             projection_dim=32,
         )
     ).eval()
-    torch.manual_seed(0)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=32,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=t5_tokenizer.pad_token_id,
-            eos_token_id=t5_tokenizer.eos_token_id,
-            decoder_start_token_id=t5_tokenizer.pad_token_id,
-        )
-    ).eval()
+    t5 = tiny_t5_encoder(T5EncoderModel, T5Config, t5_tokenizer)
     torch.manual_seed(0)
     vae = AutoencoderKL(
         in_channels=3,
