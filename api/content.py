@@ -33,8 +33,16 @@ def ensure_servable(job: Job, *, what: str, param: str) -> None:
         )
 
 
-def stream_blob(request: Request, services: Services, key: str, *, what: str) -> Response:
-    """The blob at `key`, whole or the one byte range the request asks for, or a redirect."""
+def stream_blob(
+    request: Request, services: Services, key: str, *, what: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The blob at `key`, whole or the one byte range the request asks for, or a redirect.
+
+    A HEAD gets the same status and headers as the GET would, and the blob is never opened.
+    `headers` go on every answer, the redirect included (a client that does not follow it can
+    still read them).
+    """
+    extra = headers or {}
     settings = services.settings
     if settings.content_redirect:
         # No look at S3 first: a completed, unexpired job's outputs exist (they are stored before
@@ -42,12 +50,12 @@ def stream_blob(request: Request, services: Services, key: str, *, what: str) ->
         url = services.blobs.presigned_url(key, settings.content_redirect_ttl_s)
         if url is not None:
             # The URL is a bearer credential that expires: nobody should cache the redirect.
-            return RedirectResponse(url, status_code=307, headers={"cache-control": "no-store"})
+            return RedirectResponse(url, status_code=307, headers={"cache-control": "no-store"} | extra)
     try:
         info = services.blobs.head(key)
     except BlobNotFound:
         raise _gone(what) from None
-    headers = {"accept-ranges": "bytes"}
+    headers = {"accept-ranges": "bytes"} | extra
     if info.etag:
         headers["etag"] = info.etag
     byte_range = None
@@ -61,17 +69,18 @@ def stream_blob(request: Request, services: Services, key: str, *, what: str) ->
                 code="range_not_satisfiable",
                 headers=headers | {"content-range": f"bytes */{info.size}"},
             ) from None
+    start, end = (0, None) if byte_range is None else (byte_range.start, byte_range.end)
+    status, length = (200, info.size) if byte_range is None else (206, byte_range.length)
+    if byte_range is not None:
+        headers["content-range"] = byte_range.content_range(info.size)
+    headers["content-length"] = str(length)
+    if request.method == "HEAD":
+        # Starlette keeps an explicit content-length on an empty body, as HEAD needs.
+        return Response(status_code=status, media_type=info.content_type, headers=headers)
     try:
-        if byte_range is None:
-            chunks = services.blobs.iter_chunks(key)
-            status, length = 200, info.size
-        else:
-            chunks = services.blobs.iter_chunks(key, start=byte_range.start, end=byte_range.end)
-            status, length = 206, byte_range.length
-            headers["content-range"] = byte_range.content_range(info.size)
+        chunks = services.blobs.iter_chunks(key, start=start, end=end)
     except BlobNotFound:
         raise _gone(what) from None
-    headers["content-length"] = str(length)
     return StreamingResponse(chunks, status_code=status, media_type=info.content_type, headers=headers)
 
 

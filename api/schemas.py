@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.cache_policy import CachePolicy
 from storage.models import Job, JobStatus
 
 Prompt = Annotated[str, Field(max_length=10_000)]
@@ -36,6 +37,8 @@ class GenerationExtensions(StrictRequest):
     # without the knob refuses it (api/submission.py `generation_params`).
     guidance_scale: Scale | None = None
     true_cfg_scale: Scale | None = None
+    # This job's cache acceleration, e.g. {"type": "taylorseer", "interval": 4}; none: the model's.
+    cache: CachePolicy | None = None
     # Where this job's completed/failed/cancelled event is POSTed (else the key's default endpoint).
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 

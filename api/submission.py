@@ -66,7 +66,7 @@ def parse_size(spec: ModelSpec, size: str | None) -> tuple[int, int]:
         raise bad_request(f"{error} for model '{spec.name}'.", param="size") from None
 
 
-def generation_params(spec: ModelSpec, body: Any, width: int, height: int) -> dict[str, Any]:
+def generation_params(settings: Settings, spec: ModelSpec, body: Any, width: int, height: int) -> dict[str, Any]:
     """The request as the worker will run it, with every default resolved now and recorded.
 
     Checked against the model here, not in the schema, because the limits differ per model.
@@ -92,7 +92,29 @@ def generation_params(spec: ModelSpec, body: Any, width: int, height: int) -> di
         "negative_prompt": body.negative_prompt if body.negative_prompt is not None else spec.negative_prompt,
         "guidance_scale": _scale(spec, body, "guidance_scale"),
         "true_cfg_scale": _scale(spec, body, "true_cfg_scale"),
+        "cache": _cache(settings, spec, body),
     }
+
+
+def _cache(settings: Settings, spec: ModelSpec, body: Any) -> dict[str, Any] | None:
+    """The request's cache policy as the job records it; None leaves it to the worker's default."""
+    if body.cache is None:
+        return None
+    if settings.compile_transformer and body.cache.type != "none":
+        raise bad_request(
+            "This deployment compiles its transformers, and cache policies force a recompile on "
+            "every job; send no cache, or {\"type\": \"none\"}.",
+            param="cache",
+            code="unsupported_parameter",
+        )
+    if body.cache.type == "magcache" and spec.mag_ratios is None:
+        raise bad_request(
+            f"The model '{spec.name}' has no calibrated MagCache ratios; "
+            "use first_block_cache, taylorseer or none.",
+            param="cache",
+            code="unsupported_parameter",
+        )
+    return body.cache.model_dump()
 
 
 def _scale(spec: ModelSpec, body: Any, name: str) -> float | None:

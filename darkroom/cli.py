@@ -46,9 +46,19 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from pipelines.parallel import ParallelConfigError
     from worker.main import run_worker
 
-    run_worker(settings, loglevel=args.log_level)
+    # The group options become settings through the environment, which the rank processes the
+    # worker spawns inherit: every rank reads the same settings.
+    options = {"DARKROOM_DEVICES": args.devices, "DARKROOM_ULYSSES_DEGREE": args.ulysses, "DARKROOM_RING_DEGREE": args.ring}
+    if any(value is not None for value in options.values()):
+        os.environ.update({name: str(value) for name, value in options.items() if value is not None})
+        settings = get_settings()
+    try:
+        run_worker(settings, loglevel=args.log_level)
+    except ParallelConfigError as error:
+        sys.exit(f"darkroom worker: {error}")
 
 
 def cmd_sweeper(settings: Settings, _args: argparse.Namespace) -> None:
@@ -128,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
         sub.set_defaults(func=func)
-    commands.add_parser("worker", help="run a GPU worker for the models in DARKROOM_MODELS").set_defaults(
-        func=cmd_worker
-    )
+    worker = commands.add_parser("worker", help="run a GPU worker for the models in DARKROOM_MODELS")
+    worker.add_argument("--devices", help="one rank per device: GPU indices (0,1,2,3) or names (cpu,cpu)")
+    worker.add_argument("--ulysses", type=int, help="Ulysses degree of the group's context parallelism")
+    worker.add_argument("--ring", type=int, help="Ring degree (GPU only); ulysses x ring = number of devices")
+    worker.set_defaults(func=cmd_worker)
     commands.add_parser(
         "sweeper", help="publish what the broker missed, requeue jobs whose worker vanished, dispatch webhooks"
     ).set_defaults(func=cmd_sweeper)

@@ -14,11 +14,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from darkroom.outbound import parse_allowed_entry
-from pipelines.registry import TINY_MODELS
+from pipelines.cache_policy import CachePolicy
+from pipelines.parallel import ParallelPlan
+from pipelines.registry import REGISTRY, TINY_MODELS
 
 # Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
 _MIN_SECRET_BYTES = 24
@@ -101,6 +103,15 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = TINY_MODELS
     models_dir: Path | None = None  # default: data_dir / "models"
     device: str = "cpu"
+    # Acceleration (pipelines/acceleration.py). "auto" picks the platform's best attention
+    # backend that loads and passes the warm-up (FA3 on Hopper, FA2, Sage, aiter on ROCm, else
+    # PyTorch SDPA); any diffusers backend name forces one, falling back to SDPA.
+    attention_backend: str = "auto"
+    compile_transformer: bool = False  # regional torch.compile, its graphs built by the warm-up
+    warm_up: bool = True
+    # JSON {"<model>": {"type": "first_block_cache", "threshold": 0.1}}: the cache each model's
+    # jobs run with unless a request names one, over the registry's default.
+    model_cache: dict[str, CachePolicy] = {}
 
     # How long an image request waits for its job before answering with the job id.
     image_wait_timeout_s: float = 300.0
@@ -188,6 +199,24 @@ class Settings(BaseSettings):
             parse_allowed_entry(entry)  # raises with the entry named, at start-up, not per delivery
         return value
 
+    @field_validator("model_cache")
+    @classmethod
+    def _model_cache_models(cls, value: dict) -> dict:
+        for name, policy in value.items():
+            if name not in REGISTRY:
+                raise ValueError(f"model_cache names an unknown model {name!r}")
+            if policy.type == "magcache" and REGISTRY[name].mag_ratios is None:
+                raise ValueError(f"model_cache: {name} has no calibrated MagCache ratios")
+        return value
+
+    @model_validator(mode="after")
+    def _compile_takes_no_cache(self) -> Settings:
+        if self.compile_transformer:
+            for name, policy in self.model_cache.items():
+                if policy.type != "none":
+                    raise ValueError(f"model {name}: a cache policy and compile_transformer do not combine")
+        return self
+
     @cached_property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'darkroom.db').resolve()}"
@@ -207,6 +236,33 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+    # ---- Sharded pipelines (pipelines/parallel.py, worker/rank_group.py) ----
+    # One rank process per device, e.g. "cuda:0,cuda:1" (or "0,1"), or "cpu,cpu" to test sharding
+    # with gloo. Empty: one process on `device`. The degrees' product must equal the device count.
+    devices: Annotated[tuple[str, ...], NoDecode] = ()
+    ulysses_degree: int = 1
+    ring_degree: int = 1
+    # A collective (all-to-all, step flag, start-up barrier) waiting longer than this raises
+    # instead of hanging; it also bounds a rank's pipeline load at start-up.
+    rank_timeout_s: float = 300.0
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        # A bare index names a GPU ("cuda" is also how ROCm builds of torch name theirs).
+        return tuple(f"cuda:{item}" if str(item).isdigit() else str(item) for item in value)
+
+    @cached_property
+    def parallel_plan(self) -> ParallelPlan:
+        return ParallelPlan(
+            devices=self.devices,
+            ulysses_degree=self.ulysses_degree,
+            ring_degree=self.ring_degree,
+            timeout_s=self.rank_timeout_s,
+        )
 
 
 def get_settings() -> Settings:

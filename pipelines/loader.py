@@ -6,17 +6,31 @@ models directory (`<models_dir>/<org>/<name>`) or the Hugging Face cache, never 
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import diffusers
 import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
+from PIL import Image
 
 from pipelines import processor_compat
+from pipelines.acceleration import (
+    Acceleration,
+    cache_with_compile_refusal,
+    compile_transformer,
+    fall_back_to_native,
+    set_attention_backend,
+)
+from pipelines.parallel import ParallelPlan, enable_context_parallel
 from pipelines.registry import Family, ModelSpec
 from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
 from pipelines.tiny import build_tiny_model
+from pipelines.types import GenerationRequest
+
+log = logging.getLogger("darkroom.pipelines")
 
 _RUNNERS: dict[Family, type[Runner]] = {
     Family.TEXT_TO_IMAGE: TextToImageRunner,
@@ -70,6 +84,66 @@ def load_pipeline(
     return pipeline
 
 
-def load_runner(spec: ModelSpec, models_dir: Path, device: str = "cpu") -> Runner:
+def load_runner(
+    spec: ModelSpec,
+    models_dir: Path,
+    device: str = "cpu",
+    acceleration: Acceleration = Acceleration(),
+    parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: pipelines/parallel.py
+) -> Runner:
+    """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
+    runner_class = _RUNNERS[spec.family]
+    cache = acceleration.cache.get(spec.name, spec.cache)
+    if acceleration.compile and cache.type != "none":
+        raise ValueError(cache_with_compile_refusal(spec.name, cache.type))
     pipeline = load_pipeline(spec, models_dir, device)
-    return _RUNNERS[spec.family](spec, pipeline)
+    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile)
+    backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
+    if parallel is not None and parallel.sharded:
+        # After the backend (diffusers checks it supports context parallelism), before compile
+        # and warm-up (each rank warms up its shard, in step with the others).
+        enable_context_parallel(pipeline.transformer, parallel)
+    if acceleration.compile:
+        compile_transformer(pipeline.transformer)
+    if acceleration.warm_up:
+        try:
+            seconds = _warm_up(runner)
+        except Exception:
+            if backend == "native":
+                raise
+            # A backend can be installed yet refuse this model's inputs (a mask, a head size).
+            log.warning("%s failed its warm-up with attention backend %s", spec.name, backend, exc_info=True)
+            backend = fall_back_to_native(pipeline.transformer)
+            seconds = _warm_up(runner)
+        log.info("%s warmed up in %.2f s", spec.name, seconds)
+    log.info(
+        "%s on %s: attention backend %s, %s, default cache %s",
+        spec.name,
+        device,
+        backend,
+        "compiled" if acceleration.compile else "not compiled",
+        runner.cache.type,
+    )
+    return runner
+
+
+def _warm_up(runner: Runner) -> float:
+    """Two steps at the model's default size: the first call builds compiled graphs and kernel
+    plans, which must not happen on a user's job. (One step divides by zero in schedulers with a
+    terminal shift, such as Qwen-Image's.)"""
+    spec = runner.spec
+    width, height = spec.size.default
+    gray = Image.new("RGB", (width, height), (128, 128, 128))
+    request = GenerationRequest(
+        prompt="warm-up",
+        width=width,
+        height=height,
+        seed=0,
+        num_inference_steps=2,
+        negative_prompt=spec.negative_prompt,
+        num_frames=spec.frames.frames_for(spec.frames.default_seconds) if spec.frames else None,
+        images=(gray,) if spec.max_input_images else (),
+    )
+    started = time.perf_counter()
+    runner.run(request)
+    return time.perf_counter() - started

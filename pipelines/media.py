@@ -1,4 +1,5 @@
-"""Encode results to files and check media: images (PNG/JPEG/WebP) and H.264 MP4 via PyAV.
+"""Encode results to files and check media: images (PNG/JPEG/WebP), H.264 MP4 via PyAV, and a
+video's two stills (a thumbnail and a spritesheet), made next to its MP4 by the worker.
 
 `decode_image` is the guard for uploaded edit inputs: it refuses what is not an image, and
 images that are too large, before any pixel is decoded.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +23,11 @@ IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 # Uploads are decoded only by these PIL plugins: some others (EPS) call external programs.
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 VIDEO_CODEC = "libx264"
+# The formats OpenAI serves these variants in, so a client that names its files after them works.
+THUMBNAIL_FORMAT, SPRITESHEET_FORMAT = "webp", "jpeg"
+STILL_TYPES = {"webp": ("image/webp", "webp"), "jpeg": ("image/jpeg", "jpg")}  # content type, extension
+SPRITESHEET_MAX_TILES = 16  # at most a 4x4 grid: enough to scrub, small enough to fetch at once
+SPRITESHEET_MAX_TILE_SIDE = 256  # tiles are downscaled to this longer side, never upscaled
 
 
 class InvalidImageError(ValueError):
@@ -35,6 +42,16 @@ class VideoInfo:
     frames: int  # frames actually decoded
     fps: float
     faststart: bool  # the index (moov) precedes the media data (mdat)
+
+
+@dataclass(frozen=True)
+class Still:
+    """One encoded still of a video, with what a client needs to read it (JSON-able)."""
+
+    data: bytes
+    content_type: str
+    extension: str
+    layout: dict[str, int | list[int]]
 
 
 def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 90) -> bytes:
@@ -78,10 +95,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
 
 def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 18) -> bytes:
     """H.264 (yuv420p) MP4 of `frames` (T, H, W, 3) uint8, index at the front for streaming."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(
-            f"expected (frames, height, width, 3) uint8 frames, got {frames.shape} {frames.dtype}"
-        )
+    _check_frames(frames)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even sides, got {width}x{height}")
@@ -136,6 +150,68 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
                 container.mux(packet)
         for packet in stream.encode():  # flush the frames the encoder still holds
             container.mux(packet)
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(
+            f"expected (frames, height, width, 3) uint8 frames, got {frames.shape} {frames.dtype}"
+        )
+
+
+def encode_thumbnail(frames: np.ndarray, *, quality: int = 85) -> Still:
+    """The middle frame at full size as WebP: the first frame of a generated clip is often the
+    least settled one, and the middle is what the clip is about."""
+    _check_frames(frames)
+    index = len(frames) // 2
+    height, width = frames.shape[1:3]
+    data = encode_image(Image.fromarray(frames[index]), THUMBNAIL_FORMAT, quality=quality)
+    return Still(data, *STILL_TYPES[THUMBNAIL_FORMAT], {"frame": index, "width": width, "height": height})
+
+
+def spritesheet_frames(count: int, tiles: int) -> list[int]:
+    """`tiles` frame indices evenly spaced over `count` frames, first and last included."""
+    tiles = min(tiles, count)
+    if tiles == 1:
+        return [0]
+    return [round(i * (count - 1) / (tiles - 1)) for i in range(tiles)]
+
+
+def encode_spritesheet(
+    frames: np.ndarray,
+    *,
+    max_tiles: int = SPRITESHEET_MAX_TILES,
+    max_tile_side: int = SPRITESHEET_MAX_TILE_SIDE,
+    quality: int = 85,
+) -> Still:
+    """Evenly spaced frames in a near-square grid, row-major in time order, as JPEG.
+
+    Cells past the last tile stay black. The layout (columns, rows, tile size, which frames)
+    travels with it, since the grid depends on the clip's length.
+    """
+    _check_frames(frames)
+    indices = spritesheet_frames(len(frames), max_tiles)
+    columns = math.ceil(math.sqrt(len(indices)))
+    rows = math.ceil(len(indices) / columns)
+    height, width = frames.shape[1:3]
+    scale = min(1.0, max_tile_side / max(width, height))
+    tile_width, tile_height = max(1, round(width * scale)), max(1, round(height * scale))
+    sheet = Image.new("RGB", (columns * tile_width, rows * tile_height))
+    for position, index in enumerate(indices):
+        tile = Image.fromarray(frames[index])
+        if tile.size != (tile_width, tile_height):
+            tile = tile.resize((tile_width, tile_height), Image.Resampling.LANCZOS)
+        row, column = divmod(position, columns)
+        sheet.paste(tile, (column * tile_width, row * tile_height))
+    layout = {
+        "columns": columns,
+        "rows": rows,
+        "tile_width": tile_width,
+        "tile_height": tile_height,
+        "frames": indices,
+    }
+    data = encode_image(sheet, SPRITESHEET_FORMAT, quality=quality)
+    return Still(data, *STILL_TYPES[SPRITESHEET_FORMAT], layout)
 
 
 def probe_video(data: bytes) -> VideoInfo:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pipelines.cache_policy import NO_CACHE, CachePolicy, MagCache
+
 
 class Family(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
@@ -102,6 +104,11 @@ class ModelSpec:
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
+    # The cache a job runs with unless it asks for another (or the operator sets one per model).
+    cache: CachePolicy = NO_CACHE
+    # Name of the per-step MagCache ratios calibrated for this checkpoint (pipelines.acceleration
+    # MAG_RATIOS); without them MagCache is refused.
+    mag_ratios: str | None = None
 
     @property
     def is_tiny(self) -> bool:
@@ -206,6 +213,12 @@ REGISTRY: dict[str, ModelSpec] = {
             size=SizeRule(default=(1024, 1024), multiple=16, min_side=256, max_side=2048),
             steps=28,
             guidance_scale=3.5,
+            # diffusers ships MagCache ratios calibrated on this checkpoint, so its skips follow
+            # the real model's dynamics. The other real models run uncached unless a request or
+            # the operator asks: a default that changes the picture needs a quality measurement
+            # on real weights, which we cannot make without them.
+            cache=MagCache(),
+            mag_ratios="flux",
             dtype="bfloat16",
             owned_by="black-forest-labs",
         ),
@@ -262,6 +275,7 @@ REGISTRY: dict[str, ModelSpec] = {
             size=_TINY_SIZE,
             steps=4,
             guidance_scale=3.5,
+            mag_ratios="flux",  # the real FLUX ratios: lets the tests run MagCache end to end
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",

@@ -16,6 +16,13 @@ import numpy as np
 import torch
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 
+from pipelines.acceleration import (
+    Policy,
+    cache_enabled,
+    cache_with_compile_refusal,
+    diffusers_cache_config,
+)
+from pipelines.cache_policy import parse_cache_policy
 from pipelines.registry import ModelSpec
 from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
 
@@ -55,6 +62,7 @@ class _StageClock:
             "pipeline": ended - self.started,
             "encode": first - self.started,
             "denoise": last - first,
+            "denoise_per_step": (last - first) / self.total_steps,
             "decode": ended - last,
         }
 
@@ -62,9 +70,11 @@ class _StageClock:
 class Runner:
     """Holds a loaded pipeline; `run` turns a request into an output."""
 
-    def __init__(self, spec: ModelSpec, pipeline: Any) -> None:
+    def __init__(self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False) -> None:
         self.spec = spec
         self.pipeline = pipeline
+        self.cache = cache if cache is not None else spec.cache  # for requests that name none
+        self.compiled = compiled  # cache hooks are refused on it (acceleration.cache_with_compile_refusal)
 
     def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
         raise NotImplementedError
@@ -73,13 +83,21 @@ class Runner:
         return torch.Generator(device=self.pipeline.device).manual_seed(seed)
 
     def _call(
-        self, kwargs: dict[str, Any], total_steps: int, on_step: StepCallback | None
+        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
     ) -> tuple[Any, dict[str, float]]:
-        """Call the pipeline, timing its stages; returns (pipeline output, timings)."""
-        clock = _StageClock(total_steps, on_step)
-        hook = self.pipeline.transformer.register_forward_pre_hook(clock.before_transformer)
+        """Call the pipeline with the request's cache, timing its stages; returns (pipeline
+        output, timings)."""
+        policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
+        steps = request.num_inference_steps
+        cache = diffusers_cache_config(policy, self.spec, steps)
+        if cache is not None and self.compiled:
+            raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
+        clock = _StageClock(steps, on_step)
+        transformer = self.pipeline.transformer
+        hook = transformer.register_forward_pre_hook(clock.before_transformer)
         try:
-            output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
+            with cache_enabled(transformer, cache):
+                output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
         finally:
             hook.remove()
         return output, clock.timings()
@@ -119,7 +137,7 @@ class TextToImageRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
 
-        output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+        output, timings = self._call(kwargs, request, on_step)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
 
@@ -159,7 +177,7 @@ class ImageEditRunner(Runner):
             kwargs["guidance_scale"] = request.guidance_scale
 
         with _edit_vae_image_area(self.spec.edit_vae_image_area):
-            output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+            output, timings = self._call(kwargs, request, on_step)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
 
@@ -177,7 +195,7 @@ class TextToVideoRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
 
-        output, timings = self._call(kwargs, request.num_inference_steps, on_step)
+        output, timings = self._call(kwargs, request, on_step)
         # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
         frames = np.clip(output.frames[0], 0.0, 1.0)
         frames = (frames * 255.0).round().astype(np.uint8)

@@ -28,6 +28,8 @@ class GenerationRequest:
     num_images: int = 1
     num_frames: int | None = None  # video families only
     images: tuple[Image.Image, ...] = ()  # image-edit inputs, RGB
+    # The request's own cache policy in its dict form (pipelines.cache_policy); None: the runner's.
+    cache: dict | None = None
 
 
 @dataclass

@@ -170,7 +170,7 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
     with _stage(timings, "pipeline"):
         try:
             output = runner.run(request, on_step=monitor.on_step)
-        except JobStopped:
+        except (JobStopped, JobFailure):  # a sharded runner's own failure (worker/rank_group.py)
             raise
         except Exception as error:
             log.exception("pipeline error on job %s", job.id)
@@ -225,18 +225,16 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
         num_images=params.get("num_images", 1),
         num_frames=params.get("num_frames"),
         images=images,
+        cache=params.get("cache"),
     )
 
 
 def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
-    from pipelines.media import encode_image, encode_mp4
+    from pipelines.media import encode_image
 
     try:
         if isinstance(output, VideoOutput):
-            data = encode_mp4(output.frames, output.fps)
-            height, width = output.frames.shape[1:3]
-            meta = {"fps": output.fps, "frames": int(output.frames.shape[0]), "width": int(width), "height": int(height)}
-            return {f"{prefix}/video.mp4": (data, "video/mp4")}, meta
+            return _encode_video(output, prefix)
         fmt = job.params.get("output_format", "png")
         compression = job.params.get("output_compression")
         quality = 90 if compression is None else compression
@@ -247,3 +245,20 @@ def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
         return blobs_out, {"images": len(output.images), "format": fmt}
     except Exception as error:
         raise JobFailure("encode_failed", f"Encoding the output failed: {error}") from error
+
+
+def _encode_video(output: VideoOutput, prefix: str):
+    """The MP4 first (the default variant), then its thumbnail and spritesheet. Each still's key
+    and layout go into the meta, where `/content?variant=` finds them: a video made before the
+    stills existed has none there, and says so rather than guessing a key."""
+    from pipelines.media import encode_mp4, encode_spritesheet, encode_thumbnail
+
+    frames = output.frames
+    height, width = frames.shape[1:3]
+    blobs_out = {f"{prefix}/video.mp4": (encode_mp4(frames, output.fps), "video/mp4")}
+    meta = {"fps": output.fps, "frames": int(frames.shape[0]), "width": int(width), "height": int(height)}
+    for variant, still in (("thumbnail", encode_thumbnail(frames)), ("spritesheet", encode_spritesheet(frames))):
+        key = f"{prefix}/{variant}.{still.extension}"
+        blobs_out[key] = (still.data, still.content_type)
+        meta[variant] = {"key": key, **still.layout}
+    return blobs_out, meta

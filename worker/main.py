@@ -22,17 +22,23 @@ from storage.db import make_engine, make_session_factory
 from worker.celery_app import GENERATE_TASK, make_celery
 from worker.execute import WorkerContext, execute
 from worker.presence import Presence
+from worker.rank_group import GroupRunner, RankGroup
 
 log = logging.getLogger("darkroom.worker")
 
 _context: WorkerContext | None = None
 _presence: Presence | None = None
+_group: RankGroup | None = None  # the follower ranks, when this worker is sharded
 
 
-def build_context(settings: Settings, worker_id: str) -> WorkerContext:
+def load_runners(settings: Settings, rank: int = 0) -> dict:
+    """Every served model, resident on this process's device. In a sharded group (every rank
+    calls this; worker/rank_group.py) each transformer is sharded over the group, and the models
+    load in the settings' order on every rank: sharding creates process groups, in step."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    from pipelines.acceleration import Acceleration
     from pipelines.loader import load_runner
     from pipelines.registry import get_model
 
@@ -43,11 +49,29 @@ def build_context(settings: Settings, worker_id: str) -> WorkerContext:
         library.disable_default_handler()
         library.enable_propagation()
 
+    acceleration = Acceleration(
+        attention_backend=settings.attention_backend,
+        compile=settings.compile_transformer,
+        warm_up=settings.warm_up,
+        cache=dict(settings.model_cache),
+    )
+    plan = settings.parallel_plan
+    device = plan.devices[rank] if plan.sharded else settings.device
     runners = {}
     for name in settings.models:
         started = time.perf_counter()
-        runners[name] = load_runner(get_model(name), settings.resolved_models_dir, settings.device)
-        log.info("loaded %s on %s in %.1f s", name, settings.device, time.perf_counter() - started)
+        runners[name] = load_runner(
+            get_model(name), settings.resolved_models_dir, device, acceleration, parallel=plan if plan.sharded else None
+        )
+        log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
+    return runners
+
+
+def build_context(settings: Settings, worker_id: str, group: RankGroup | None = None) -> WorkerContext:
+    runners = load_runners(settings)
+    if group is not None:
+        group.wait_ready()  # every follower has its shards loaded too
+        runners = {name: GroupRunner(group, name, runner) for name, runner in runners.items()}
     engine = make_engine(settings.resolved_database_url)
     return WorkerContext(
         settings=settings,
@@ -62,19 +86,37 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=GENERATE_TASK, bind=True)
     def generate(self, job_id: str) -> None:
         """Run one generation job; the message is only its id."""
-        execute(_context, job_id)
+        try:
+            execute(_context, job_id)
+        finally:
+            if _group is not None and _group.broken:
+                # The job's end is written; the ranks may be out of step, so this child leaves
+                # and the prefork parent starts a fresh one, which rebuilds the group. The message
+                # comes back (worker lost) and is skipped: its job is no longer queued.
+                log.error("rank group broken (%s); restarting this worker process", _group.lost or "an error")
+                raise SystemExit(70)
 
     @worker_process_init.connect(weak=False)
     def _load_pipelines(**_kwargs) -> None:
-        global _context, _presence
-        _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}")
+        global _context, _presence, _group
+        if settings.parallel_plan.sharded:
+            from pipelines.loader import resolve_model_path
+            from pipelines.registry import get_model
+
+            # A tiny model is built into the models directory on first use: once, here, before
+            # the ranks would all build it into the same directory at once.
+            for name in settings.models:
+                resolve_model_path(get_model(name), settings.resolved_models_dir)
+            _group = RankGroup(settings.parallel_plan).start()
+        _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}", _group)
         _presence = Presence(
             settings,
             _context.sessions,
             role="generation",
             models=settings.models,
             queues=[queue.name for queue in app.conf.task_queues],
-            device=settings.device,
+            # Rank 0's device: the followers' memory is in their own processes.
+            device=settings.parallel_plan.devices[0] if _group is not None else settings.device,
             stats=_context.stats,
         ).start()
         log.info("worker ready: serving %s", ", ".join(settings.models))
@@ -83,9 +125,25 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def _mark_stopped(**_kwargs) -> None:
         if _presence is not None:
             _presence.stop()
+        if _group is not None:
+            _group.close()
+
+
+def check_parallel_plan(settings: Settings) -> None:
+    """Refuse, before anything is forked or loaded, a sharded group whose options cannot run."""
+    from pipelines.parallel import check_plan
+    from pipelines.registry import get_model
+
+    specs = [get_model(name) for name in settings.models]
+    check_plan(
+        settings.parallel_plan,
+        specs,
+        {spec.name: settings.model_cache.get(spec.name, spec.cache) for spec in specs},
+    )
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
+    check_parallel_plan(settings)
     app = make_celery(settings)
     register_tasks(app, settings)
     app.worker_main(

@@ -26,6 +26,7 @@ from api.schemas import (
     ImagesResponse,
 )
 from api.submission import generation_params, parse_size, resolve_model, submit
+from darkroom.settings import Settings
 from pipelines.registry import Family, ModelSpec
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
@@ -41,7 +42,7 @@ async def create_image(request: Request, services: ServicesDep, session: Session
         request, ImageGenerateRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
     )
     spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
-    params = _image_params(spec, body, parse_size(spec, body.size))
+    params = _image_params(services.settings, spec, body, parse_size(spec, body.size))
     job = await run_in_threadpool(
         submit,
         services,
@@ -85,7 +86,7 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     size = parse_size(spec, body.size) if body.size not in (None, "auto") else spec.size.fit(
         uploads[0].width, uploads[0].height
     )
-    params = _image_params(spec, body, size)
+    params = _image_params(services.settings, spec, body, size)
     job = await run_in_threadpool(
         submit,
         services,
@@ -101,7 +102,7 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     return await _answer_when_done(request, services, session, job, body)
 
 
-def _image_params(spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]) -> dict:
+def _image_params(settings: Settings, spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]) -> dict:
     if body.stream:
         raise bad_request("Streaming image responses are not supported yet.", param="stream", code="unsupported_parameter")
     if body.background == "transparent":
@@ -111,7 +112,7 @@ def _image_params(spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]
     if body.n > spec.max_images:
         raise bad_request(f"The model '{spec.name}' makes at most {spec.max_images} images per request.", param="n")
     width, height = size
-    return generation_params(spec, body, width, height) | {
+    return generation_params(settings, spec, body, width, height) | {
         "num_images": body.n,
         "output_format": body.output_format,
         "output_compression": body.output_compression,
@@ -187,7 +188,7 @@ def retrieve_image_job(image_id: str, session: SessionDep, owner: OwnerDep) -> I
     )
 
 
-@router.get("/{image_id}/content")
+@router.api_route("/{image_id}/content", methods=["GET", "HEAD"])  # HEAD: the headers only
 def download_image_content(
     image_id: str,
     request: Request,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.bodies import read_body
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
-from api.errors import bad_request
+from api.errors import APIError, bad_request
 from api.remix import remix_params, remixable_model
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
 from api.submission import generation_params, parse_size, resolve_model, submit
@@ -42,7 +42,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         num_frames = spec.frames.frames_for(seconds)
     except ValueError as error:
         raise bad_request(str(error), param="seconds") from None
-    params = generation_params(spec, body, width, height) | {
+    params = generation_params(services.settings, spec, body, width, height) | {
         "seconds": seconds,
         "num_frames": num_frames,
         "fps": spec.frames.fps,
@@ -154,15 +154,42 @@ def _remix(
     )
 
 
-@router.get("/{video_id}/content")
+# HEAD answers what GET would (size, type, ETag, a range's 206) without the bytes: players and
+# download managers ask it before they fetch.
+@router.api_route("/{video_id}/content", methods=["GET", "HEAD"])
 def download_video_content(
     video_id: str,
     request: Request,
     services: ServicesDep,
     session: SessionDep,
     owner: OwnerDep,
-    variant: Literal["video"] = "video",
+    variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ) -> Response:
     job = _get_video(session, video_id, owner)
     ensure_servable(job, what=f"Video '{video_id}'", param="video_id")
-    return stream_blob(request, services, job.output_keys[0], what=f"video '{video_id}'")
+    if variant == "video":
+        return stream_blob(request, services, job.output_keys[0], what=f"video '{video_id}'")
+    # The worker records each still's key and layout next to the MP4's facts (worker/execute.py).
+    still = (job.output_meta or {}).get(variant)
+    if still is None:
+        raise APIError(
+            404,
+            f"Video '{video_id}' has no {variant}: it was made before Darkroom made thumbnails and "
+            "spritesheets. Its video variant is available.",
+            param="variant",
+            code="variant_not_available",
+        )
+    headers = {SPRITESHEET_LAYOUT_HEADER: spritesheet_layout(still)} if variant == "spritesheet" else None
+    return stream_blob(request, services, still["key"], what=f"the {variant} of video '{video_id}'", headers=headers)
+
+
+SPRITESHEET_LAYOUT_HEADER = "x-spritesheet-layout"
+
+
+def spritesheet_layout(still: dict) -> str:
+    """The grid as a header: tiles are row-major in time order, `frames` are their frame indices."""
+    frames = ",".join(str(index) for index in still["frames"])
+    return (
+        f"columns={still['columns']}; rows={still['rows']}; "
+        f"tile={still['tile_width']}x{still['tile_height']}; frames={frames}"
+    )

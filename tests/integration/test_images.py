@@ -44,14 +44,23 @@ def test_generate_n_images(client):
     assert [_png(item.b64_json).size for item in result.data] == [(32, 32), (32, 32)]
 
 
-def test_same_seed_gives_the_same_image_and_another_seed_does_not(client):
-    def make(seed):
+def test_same_seed_gives_byte_identical_pngs_and_another_seed_does_not(stack, client):
+    def make(seed: int, response_format: str = "b64_json"):
         return client.images.generate(
-            model="tiny-qwen-image", prompt="seeded", size="32x32", extra_body={"seed": seed}
-        ).data[0].b64_json
+            model="tiny-qwen-image", prompt="seeded", size="48x32", response_format=response_format,
+            extra_body={"seed": seed},
+        ).data[0]
 
-    assert make(7) == make(7)
-    assert make(7) != make(8)
+    first, second = (base64.b64decode(make(7).b64_json) for _ in range(2))
+    assert first.startswith(b"\x89PNG\r\n\x1a\n") and first == second
+    other = base64.b64decode(make(8).b64_json)
+    assert other != first
+    assert _png(make(8).b64_json).tobytes() != _png(make(7).b64_json).tobytes()  # pixels, not just bytes
+    # Two more jobs, served from the blob store: separate jobs, the same bytes.
+    urls = [make(7, "url").url for _ in range(2)]
+    assert urls[0] != urls[1]
+    served = [httpx.get(url, headers={"authorization": f"Bearer {KEY_A}"}).content for url in urls]
+    assert served == [first, first]
 
 
 def test_url_response_serves_the_bytes_to_the_owner_only(stack, client):

@@ -43,12 +43,23 @@ def test_a_completed_job_records_its_stage_timings_and_media_facts(client, stack
         job = connection.execute(select(Job).where(Job.id == video.id)).one()
     engine.dispose()
     assert set(job.timings) == {
-        "queue_wait", "load_inputs", "pipeline", "model.encode", "model.denoise", "model.decode",
+        "queue_wait", "load_inputs", "pipeline", "model.encode", "model.denoise", "model.denoise_per_step", "model.decode",
         "encode_output", "upload",
     }
     assert all(value >= 0 for value in job.timings.values())
-    assert job.output_meta == {"fps": 8, "frames": 9, "width": 32, "height": 32}
-    assert (job.attempts, job.output_keys) == (1, [f"outputs/{video.id}/1/video.mp4"])
+    prefix = f"outputs/{video.id}/1"
+    assert job.output_meta == {
+        "fps": 8, "frames": 9, "width": 32, "height": 32,
+        "thumbnail": {"key": f"{prefix}/thumbnail.webp", "frame": 4, "width": 32, "height": 32},
+        "spritesheet": {
+            "key": f"{prefix}/spritesheet.jpg", "columns": 3, "rows": 3, "tile_width": 32, "tile_height": 32,
+            "frames": list(range(9)),
+        },
+    }
+    # The MP4 first: it is the default variant.
+    assert (job.attempts, job.output_keys) == (
+        1, [f"{prefix}/video.mp4", f"{prefix}/thumbnail.webp", f"{prefix}/spritesheet.jpg"]
+    )
 
 
 def test_defaults_apply_when_size_and_seconds_are_omitted(client):

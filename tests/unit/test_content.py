@@ -103,3 +103,39 @@ def test_redirect_mode_on_a_local_store_is_logged_once_at_start(tmp_path, caplog
         pass
     lines = [r.getMessage() for r in caplog.records if "DARKROOM_CONTENT_REDIRECT" in r.getMessage()]
     assert len(lines) == 1 and "no effect with the local blob store" in lines[0]
+
+
+def head_client(store, **settings) -> TestClient:
+    services = SimpleNamespace(settings=Settings(**settings), blobs=store)
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.api_route("/content/{key:path}", methods=["GET", "HEAD"])
+    def content(key: str, request: Request):
+        return stream_blob(request, services, key, what="the test blob", headers={"x-extra": "1"})
+
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("range_header", [None, "bytes=100-199", "bytes=0-1,4-5"])
+def test_head_answers_the_headers_get_would_without_a_body(store, range_header):
+    client = head_client(store)
+    headers = {} if range_header is None else {"range": range_header}
+    got = client.get("/content/outputs/job/video.mp4", headers=headers)
+    head = client.head("/content/outputs/job/video.mp4", headers=headers)
+    assert (head.status_code, head.content) == (got.status_code, b"")
+    for name in ("content-type", "content-length", "content-range", "accept-ranges", "etag", "x-extra"):
+        assert head.headers.get(name) == got.headers.get(name), name
+
+
+def test_head_with_an_unsatisfiable_range_is_a_416(store):
+    head = head_client(store).head("/content/outputs/job/video.mp4", headers={"range": "bytes=99999-"})
+    assert (head.status_code, head.headers["content-range"]) == (416, f"bytes */{len(DATA)}")
+
+
+def test_head_never_opens_the_blob(store, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("HEAD read the blob")
+
+    monkeypatch.setattr(store, "iter_chunks", fail)
+    assert head_client(store).head("/content/outputs/job/video.mp4").status_code == 200

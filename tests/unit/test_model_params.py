@@ -9,13 +9,16 @@ import pytest
 from api.errors import APIError
 from api.routes.models import _model
 from api.submission import generation_params
+from darkroom.settings import Settings
 from pipelines.registry import REGISTRY, get_model
+
+SETTINGS = Settings()
 
 
 def body(**fields):
     values = {
         "prompt": "a fox", "seed": 1, "num_inference_steps": None, "negative_prompt": None,
-        "guidance_scale": None, "true_cfg_scale": None,
+        "guidance_scale": None, "true_cfg_scale": None, "cache": None,
     } | fields
     return SimpleNamespace(**values)
 
@@ -47,13 +50,13 @@ def test_every_entry_can_be_shown():
 
 
 def test_defaults_fill_in_what_the_request_leaves_out():
-    params = generation_params(get_model("tiny-qwen-image"), body(), 64, 64)
+    params = generation_params(SETTINGS, get_model("tiny-qwen-image"), body(), 64, 64)
     assert (params["num_inference_steps"], params["true_cfg_scale"], params["negative_prompt"]) == (4, 4.0, " ")
     assert params["guidance_scale"] is None
 
 
 def test_a_scale_the_model_has_is_taken_from_the_request():
-    params = generation_params(get_model("tiny-flux"), body(guidance_scale=7.0), 64, 64)
+    params = generation_params(SETTINGS, get_model("tiny-flux"), body(guidance_scale=7.0), 64, 64)
     assert params["guidance_scale"] == 7.0
 
 
@@ -69,6 +72,6 @@ def test_a_scale_the_model_has_is_taken_from_the_request():
 )
 def test_what_a_model_cannot_take_is_refused_naming_the_param(model, fields, param, code):
     with pytest.raises(APIError) as error:
-        generation_params(get_model(model), body(**fields), 64, 64)
+        generation_params(SETTINGS, get_model(model), body(**fields), 64, 64)
     assert (error.value.status, error.value.param, error.value.code) == (400, param, code)
     assert model in error.value.message

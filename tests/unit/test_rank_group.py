@@ -1,0 +1,90 @@
+"""Rank 0's supervision of its follower ranks, with stand-in followers (plain processes) and a
+stand-in pipeline: what a follower's death does to the job in flight, or to an idle group."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from pipelines.parallel import ParallelPlan
+from pipelines.types import GenerationRequest
+from worker.execute import JobFailure
+from worker.rank_group import RANK_LOST_CODE, RankGroup
+
+PLAN = ParallelPlan(devices=("cpu", "cpu"), ulysses_degree=2)
+REQUEST = GenerationRequest(prompt="x", width=16, height=16, seed=1, num_inference_steps=2)
+
+
+@pytest.fixture
+def group():
+    idle_losses = threading.Event()
+    group = RankGroup(PLAN, on_idle_loss=idle_losses.set)
+    group.idle_losses = idle_losses
+    # A follower that reads its jobs and otherwise waits, like a real one between jobs.
+    group.followers = [
+        subprocess.Popen(["sh", "-c", "cat > /dev/null; sleep 60"], stdin=subprocess.PIPE)
+    ]
+    group._supervisor.start()
+    yield group
+    group.close()
+
+
+class CollectiveRun:
+    """Runs until the follower is gone, then fails as gloo does when its peer closes."""
+
+    spec = pipeline = None
+
+    def __init__(self, group: RankGroup, exit_with: int | None = None) -> None:
+        self.group = group
+        self.exit_with = exit_with
+
+    def run(self, request, on_step=None):
+        follower = self.group.followers[0]
+        if self.exit_with is None:
+            follower.kill()
+        else:
+            follower.stdin.close()
+            follower.wait()
+        follower.wait()
+        raise RuntimeError("Connection closed by peer")
+
+
+def test_a_follower_killed_mid_job_fails_the_job_with_worker_rank_lost(group):
+    with pytest.raises(JobFailure) as failure:
+        group.run("m", CollectiveRun(group), REQUEST, None)
+    assert failure.value.code == RANK_LOST_CODE
+    assert "rank 1" in failure.value.message and "SIGKILL" in failure.value.message
+    assert group.broken  # the worker process leaves after writing the failure
+    assert not group.idle_losses.is_set()  # the job's failure is written first, by the worker
+    with pytest.raises(JobFailure) as again:  # and nothing more runs on this group
+        group.run("m", CollectiveRun(group), REQUEST, None)
+    assert again.value.code == RANK_LOST_CODE
+
+
+def test_a_follower_that_failed_on_its_own_reports_the_models_error(group):
+    group.followers[0] = subprocess.Popen(
+        ["sh", "-c", "cat > /dev/null; exit 3"], stdin=subprocess.PIPE
+    )
+    with pytest.raises(JobFailure) as failure:
+        group.run("m", CollectiveRun(group, exit_with=3), REQUEST, None)
+    assert (
+        failure.value.code == "generation_failed" and "Connection closed" in failure.value.message
+    )
+
+
+def test_a_follower_lost_while_idle_ends_rank_zeros_process(group):
+    group.followers[0].kill()
+    assert group.idle_losses.wait(timeout=5)
+    assert group.broken and "SIGKILL" in group.lost
+
+
+def test_a_first_block_cache_request_is_refused_on_a_sharded_group(group):
+    request = GenerationRequest(**{**REQUEST.__dict__, "cache": {"type": "first_block_cache"}})
+    with pytest.raises(JobFailure) as failure:
+        group.run("m", CollectiveRun(group), request, None)
+    assert failure.value.code == "cache_unsupported_sharded" and "deadlock" in failure.value.message
+    time.sleep(0.3)
+    assert group.followers[0].poll() is None and not group.broken  # refused before any hand-off
