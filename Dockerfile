@@ -18,6 +18,16 @@ ENV PYTHONUNBUFFERED=1 \
 # instead of pulling PyPI's multi-GB CUDA build into the CPU image.
 RUN pip install --index-url "$TORCH_INDEX_URL" $TORCH_PACKAGES
 
+# The CUDA worker's FlashAttention-2 (diffusers' `flash` backend): a prebuilt wheel whose torch,
+# CUDA major, C++ ABI and Python match this image exactly (a source build takes about an hour).
+# Empty for the CPU and ROCm images. The import check fails the build on a mismatched wheel
+# rather than leaving the worker to fall back to SDPA at run time.
+ARG FLASH_ATTN_WHEEL=
+RUN if [ -n "$FLASH_ATTN_WHEEL" ]; then \
+        pip install "$FLASH_ATTN_WHEEL" \
+        && python -c "import flash_attn, flash_attn_2_cuda; print('flash-attn', flash_attn.__version__)"; \
+    fi
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY darkroom ./darkroom

@@ -10,6 +10,8 @@ cut short still reports what it finished.
     python -m bench.full_size --out /tmp/out --steps 50 --size 1024
 
 `--small` builds a scaled-down model of the same classes: a CPU dry run of this script.
+`--offload model|group` measures only that offload mode: the model is built in host memory and
+placed by Darkroom's loader code, and the row reports the device's peak memory with the time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from bench.cache import Row, measure, psnr
 from pipelines import acceleration
+from pipelines.memory import MemoryOptions, Offload, place_pipeline
 from pipelines.registry import get_model
 from pipelines.runners import TextToImageRunner
 from pipelines.tiny import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
@@ -188,6 +191,22 @@ def _compiled_rows(runner: TextToImageRunner, request: GenerationRequest, report
     report.row("compile + true CFG 4.0", measure(runner, cfg, "cfg", None, 1, count=False), None, steps)
 
 
+def _offload_row(args: argparse.Namespace, device: str, dtype: torch.dtype) -> None:
+    report = Report(args.out)
+    pipeline = build_pipeline("cpu", dtype, args.small)
+    place_pipeline(pipeline, device, MemoryOptions(offload=Offload(args.offload)))
+    runner = TextToImageRunner(get_model("Qwen/Qwen-Image"), pipeline)
+    request = GenerationRequest(
+        prompt="A coffee shop entrance features a chalkboard sign reading 'Qwen Coffee'",
+        width=args.size, height=args.size, seed=42, num_inference_steps=args.steps,
+    )  # fmt: skip
+    runner.run(replace(request, num_inference_steps=2))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    name = f"offload={args.offload}"
+    report.row(name, measure(runner, request, name, None, 1), None, args.steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -196,9 +215,13 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="scaled-down model: a CPU dry run")
     parser.add_argument("--budget-s", type=float, default=420, help="skip rows once past this")
     parser.add_argument("--compiled-only", action="store_true", help="only the torch.compile rows")
+    parser.add_argument("--offload", choices=["model", "group"], help="only this offload mode's row")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if args.offload:
+        _offload_row(args, device, dtype)
+        return
     report = Report(args.out)
     report.write(
         event="start", torch=torch.__version__, device=torch.cuda.get_device_name() if device == "cuda" else platform.machine(),

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     # JSON {"<model>": {"type": "first_block_cache", "threshold": 0.1}}: the cache each model's
     # jobs run with unless a request names one, over the registry's default.
     model_cache: dict[str, CachePolicy] = {}
+    # Memory (pipelines/memory.py). offload: "none" (all resident), "model" (one component on
+    # the device at a time) or "group" (layers streamed from pinned CPU memory). A worker refuses
+    # to start when a model's resident weights plus the headroom exceed the device's free memory.
+    offload: Literal["none", "model", "group"] = "none"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    # Free device memory a model needs beyond its weights (activations, VAE decode, allocator
+    # slack), checked before loading. The warm-up then runs the default size for real and logs its
+    # peak. On an H200, full-size Qwen-Image's 1024x1024 runs peaked at 76.7 GB with about 58 GB
+    # of bf16 weights (bench/full_size.py): raise this for large models at large sizes.
+    vram_headroom_gib: Annotated[float, Field(ge=0)] = 8.0
 
     # How long an image request waits for its job before answering with the job id.
     image_wait_timeout_s: float = 300.0
@@ -208,6 +219,17 @@ class Settings(BaseSettings):
             if policy.type == "magcache" and REGISTRY[name].mag_ratios is None:
                 raise ValueError(f"model_cache: {name} has no calibrated MagCache ratios")
         return value
+
+    @model_validator(mode="after")
+    def _sharded_takes_no_offload(self) -> Settings:
+        if self.devices and self.offload != "none":
+            # Sharding is how a group fits a model too big for one device; offloading under
+            # diffusers' context-parallel hooks is a combination neither diffusers nor we have run.
+            raise ValueError(
+                f"offload={self.offload} does not combine with a sharded group (DARKROOM_DEVICES); "
+                "shard over more devices instead, or run unsharded workers with offload"
+            )
+        return self
 
     @model_validator(mode="after")
     def _compile_takes_no_cache(self) -> Settings:

@@ -93,7 +93,8 @@ def attention_backend_candidates(device: str) -> list[str]:
         # ROCm: AMD's aiter flash attention, as a Hub kernel (must be in the HF cache offline).
         return ["aiter_fa2_hub", "native"]
     major, _minor = torch.cuda.get_device_capability(torch.device(device))
-    hopper = ["_flash_3"] if major == 9 else []
+    # FA3 from a local build, else the Hub kernel the CUDA image's `kernels` package fetches.
+    hopper = ["_flash_3", "_flash_3_hub"] if major == 9 else []
     return [*hopper, "flash", "sage", "native"]
 
 

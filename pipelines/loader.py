@@ -24,6 +24,15 @@ from pipelines.acceleration import (
     fall_back_to_native,
     set_attention_backend,
 )
+from pipelines.memory import (
+    MemoryOptions,
+    check_device_memory,
+    check_host_memory,
+    component_weight_bytes,
+    peak_device_gib,
+    place_pipeline,
+    reset_device_peak,
+)
 from pipelines.parallel import ParallelPlan, enable_context_parallel
 from pipelines.registry import Family, ModelSpec
 from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
@@ -67,9 +76,15 @@ def resolve_model_path(spec: ModelSpec, models_dir: Path) -> Path:
 
 
 def load_pipeline(
-    spec: ModelSpec, models_dir: Path, device: str = "cpu"
+    spec: ModelSpec, models_dir: Path, device: str = "cpu", memory: MemoryOptions = MemoryOptions()
 ) -> diffusers.DiffusionPipeline:
+    """Load `spec`'s pipeline onto `device` as `memory` says, refusing first, with the numbers,
+    when the device has no room for it (pipelines/memory.py)."""
     path = resolve_model_path(spec, models_dir)
+    dtype = getattr(torch, spec.dtype)
+    weights = component_weight_bytes(path, dtype)
+    check_device_memory(spec.name, device, weights, memory)
+    check_host_memory(spec.name, weights, memory)
     pipeline_class = getattr(diffusers, spec.pipeline_class)
     extra = {}
     if (
@@ -78,8 +93,8 @@ def load_pipeline(
     ):
         # Only without torchvision: see pipelines/processor_compat.py.
         extra["processor"] = processor_compat.load_processor(path)
-    pipeline = pipeline_class.from_pretrained(path, dtype=getattr(torch, spec.dtype), **extra)
-    pipeline.to(device)
+    pipeline = pipeline_class.from_pretrained(path, dtype=dtype, **extra)
+    place_pipeline(pipeline, device, memory)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -90,13 +105,14 @@ def load_runner(
     device: str = "cpu",
     acceleration: Acceleration = Acceleration(),
     parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: pipelines/parallel.py
+    memory: MemoryOptions = MemoryOptions(),
 ) -> Runner:
     """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
     runner_class = _RUNNERS[spec.family]
     cache = acceleration.cache.get(spec.name, spec.cache)
     if acceleration.compile and cache.type != "none":
         raise ValueError(cache_with_compile_refusal(spec.name, cache.type))
-    pipeline = load_pipeline(spec, models_dir, device)
+    pipeline = load_pipeline(spec, models_dir, device, memory)
     runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
     if parallel is not None and parallel.sharded:
@@ -106,6 +122,7 @@ def load_runner(
     if acceleration.compile:
         compile_transformer(pipeline.transformer)
     if acceleration.warm_up:
+        reset_device_peak(device)
         try:
             seconds = _warm_up(runner)
         except Exception:
@@ -115,14 +132,18 @@ def load_runner(
             log.warning("%s failed its warm-up with attention backend %s", spec.name, backend, exc_info=True)
             backend = fall_back_to_native(pipeline.transformer)
             seconds = _warm_up(runner)
-        log.info("%s warmed up in %.2f s", spec.name, seconds)
+        peak = peak_device_gib(device)
+        log.info(
+            "%s warmed up in %.2f s%s", spec.name, seconds, f", device peak {peak:.1f} GiB" if peak is not None else ""
+        )
     log.info(
-        "%s on %s: attention backend %s, %s, default cache %s",
+        "%s on %s: attention backend %s, %s, default cache %s, offload %s",
         spec.name,
         device,
         backend,
         "compiled" if acceleration.compile else "not compiled",
         runner.cache.type,
+        memory.offload.value,
     )
     return runner
 

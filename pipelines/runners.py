@@ -80,7 +80,9 @@ class Runner:
         raise NotImplementedError
 
     def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.pipeline.device).manual_seed(seed)
+        # The execution device, not `pipeline.device`: with offload the weights rest on the CPU
+        # while the noise must come from the device the denoising runs on, as without offload.
+        return torch.Generator(device=self.pipeline._execution_device).manual_seed(seed)
 
     def _call(
         self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None

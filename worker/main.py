@@ -9,7 +9,9 @@ died mid-job (out of memory, say), so `reject_on_worker_lost` can give the messa
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import time
 
@@ -29,6 +31,11 @@ log = logging.getLogger("darkroom.worker")
 _context: WorkerContext | None = None
 _presence: Presence | None = None
 _group: RankGroup | None = None  # the follower ranks, when this worker is sharded
+# The child's exit status when it cannot serve (a model missing, no room on the device), and the
+# worker's own then: EX_CONFIG, so a supervisor can tell a refusal from a crash.
+EXIT_CANNOT_START = 78
+# Shared memory made before the pool forks: the child sets it, the parent reads it on the way out.
+_child_refused = multiprocessing.Value("b", 0, lock=False)
 
 
 def load_runners(settings: Settings, rank: int = 0) -> dict:
@@ -40,6 +47,7 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
 
     from pipelines.acceleration import Acceleration
     from pipelines.loader import load_runner
+    from pipelines.memory import MemoryOptions, Offload
     from pipelines.registry import get_model
 
     diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
@@ -55,13 +63,24 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
         warm_up=settings.warm_up,
         cache=dict(settings.model_cache),
     )
+    memory = MemoryOptions(
+        offload=Offload(settings.offload),
+        vae_tiling=settings.vae_tiling,
+        vae_slicing=settings.vae_slicing,
+        headroom_gib=settings.vram_headroom_gib,
+    )
     plan = settings.parallel_plan
     device = plan.devices[rank] if plan.sharded else settings.device
     runners = {}
     for name in settings.models:
         started = time.perf_counter()
         runners[name] = load_runner(
-            get_model(name), settings.resolved_models_dir, device, acceleration, parallel=plan if plan.sharded else None
+            get_model(name),
+            settings.resolved_models_dir,
+            device,
+            acceleration,
+            parallel=plan if plan.sharded else None,
+            memory=memory,
         )
         log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
     return runners
@@ -98,28 +117,16 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @worker_process_init.connect(weak=False)
     def _load_pipelines(**_kwargs) -> None:
-        global _context, _presence, _group
-        if settings.parallel_plan.sharded:
-            from pipelines.loader import resolve_model_path
-            from pipelines.registry import get_model
-
-            # A tiny model is built into the models directory on first use: once, here, before
-            # the ranks would all build it into the same directory at once.
-            for name in settings.models:
-                resolve_model_path(get_model(name), settings.resolved_models_dir)
-            _group = RankGroup(settings.parallel_plan).start()
-        _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}", _group)
-        _presence = Presence(
-            settings,
-            _context.sessions,
-            role="generation",
-            models=settings.models,
-            queues=[queue.name for queue in app.conf.task_queues],
-            # Rank 0's device: the followers' memory is in their own processes.
-            device=settings.parallel_plan.devices[0] if _group is not None else settings.device,
-            stats=_context.stats,
-        ).start()
-        log.info("worker ready: serving %s", ", ".join(settings.models))
+        try:
+            _start_serving(app, settings)
+        except BaseException as error:
+            # Celery logs a failing worker_process_init handler and carries on, and this child
+            # would then take jobs it cannot run. Refuse to start instead: the parent is told to
+            # shut down, and this child leaves before taking a job.
+            log.critical("worker cannot start: %s", error, exc_info=True)
+            _child_refused.value = 1
+            os.kill(os.getppid(), signal.SIGTERM)
+            os._exit(EXIT_CANNOT_START)
 
     @worker_process_shutdown.connect(weak=False)
     def _mark_stopped(**_kwargs) -> None:
@@ -127,6 +134,32 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             _presence.stop()
         if _group is not None:
             _group.close()
+
+
+def _start_serving(app: Celery, settings: Settings) -> None:
+    """In the pool's child: load every served pipeline, then say this worker is present."""
+    global _context, _presence, _group
+    if settings.parallel_plan.sharded:
+        from pipelines.loader import resolve_model_path
+        from pipelines.registry import get_model
+
+        # A tiny model is built into the models directory on first use: once, here, before the
+        # ranks would all build it into the same directory at once.
+        for name in settings.models:
+            resolve_model_path(get_model(name), settings.resolved_models_dir)
+        _group = RankGroup(settings.parallel_plan).start()
+    _context = build_context(settings, f"{socket.gethostname()}:{os.getpid()}", _group)
+    _presence = Presence(
+        settings,
+        _context.sessions,
+        role="generation",
+        models=settings.models,
+        queues=[queue.name for queue in app.conf.task_queues],
+        # Rank 0's device: the followers' memory is in their own processes.
+        device=settings.parallel_plan.devices[0] if _group is not None else settings.device,
+        stats=_context.stats,
+    ).start()
+    log.info("worker ready: serving %s", ", ".join(settings.models))
 
 
 def check_parallel_plan(settings: Settings) -> None:
@@ -146,15 +179,20 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
     check_parallel_plan(settings)
     app = make_celery(settings)
     register_tasks(app, settings)
-    app.worker_main(
-        [
-            "worker",
-            f"--loglevel={loglevel}",
-            "--pool=prefork",
-            "--concurrency=1",
-            f"--hostname=darkroom-{os.getpid()}@{socket.gethostname()}",
-            "--without-mingle",
-            "--without-gossip",
-            f"--queues={','.join(queue.name for queue in app.conf.task_queues)}",
-        ]
-    )
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--loglevel={loglevel}",
+                "--pool=prefork",
+                "--concurrency=1",
+                f"--hostname=darkroom-{os.getpid()}@{socket.gethostname()}",
+                "--without-mingle",
+                "--without-gossip",
+                f"--queues={','.join(queue.name for queue in app.conf.task_queues)}",
+            ]
+        )
+    finally:
+        if _child_refused.value:
+            # The child said why; the worker's status says that it refused, not that it stopped.
+            raise SystemExit(EXIT_CANNOT_START)

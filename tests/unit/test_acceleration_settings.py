@@ -1,4 +1,4 @@
-"""The operator's cache settings are checked when the settings load, not at the first job."""
+"""The operator's cache and memory settings are checked when the settings load, not at the first job."""
 
 from __future__ import annotations
 
@@ -35,3 +35,26 @@ def test_policies_fill_their_defaults():
     assert parse_cache_policy({"type": "taylorseer"}).model_dump() == {
         "type": "taylorseer", "interval": 5, "warmup_steps": 3, "order": 1,
     }  # fmt: skip
+
+
+def test_memory_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DARKROOM_OFFLOAD", "group")
+    monkeypatch.setenv("DARKROOM_VAE_TILING", "true")
+    monkeypatch.setenv("DARKROOM_VRAM_HEADROOM_GIB", "12.5")
+    settings = Settings()
+    assert (settings.offload, settings.vae_tiling, settings.vae_slicing, settings.vram_headroom_gib) == (
+        "group", True, False, 12.5,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"offload": "sequential"}, "offload"),
+        ({"vram_headroom_gib": -1}, "vram_headroom_gib"),
+        ({"offload": "model", "devices": "cpu,cpu", "ulysses_degree": 2}, "does not combine with a sharded group"),
+    ],
+)
+def test_bad_memory_settings_refuse_to_load(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(**fields)
