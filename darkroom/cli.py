@@ -51,7 +51,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
     # The group options become settings through the environment, which the rank processes the
     # worker spawns inherit: every rank reads the same settings.
-    options = {"DARKROOM_DEVICES": args.devices, "DARKROOM_ULYSSES_DEGREE": args.ulysses, "DARKROOM_RING_DEGREE": args.ring}
+    options = {
+        "DARKROOM_DEVICES": args.devices,
+        "DARKROOM_CFG_DEGREE": args.cfg,
+        "DARKROOM_ULYSSES_DEGREE": args.ulysses,
+        "DARKROOM_RING_DEGREE": args.ring,
+    }
     if any(value is not None for value in options.values()):
         os.environ.update({name: str(value) for name, value in options.items() if value is not None})
         settings = get_settings()
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     worker = commands.add_parser("worker", help="run a GPU worker for the models in DARKROOM_MODELS")
     worker.add_argument("--devices", help="one rank per device: GPU indices (0,1,2,3) or names (cpu,cpu)")
     worker.add_argument("--ulysses", type=int, help="Ulysses degree of the group's context parallelism")
-    worker.add_argument("--ring", type=int, help="Ring degree (GPU only); ulysses x ring = number of devices")
+    worker.add_argument("--ring", type=int, help="Ring degree (GPU only); cfg x ulysses x ring = number of devices")
+    worker.add_argument("--cfg", type=int, help="2: a guided step's two passes run on two ranks at once")
     worker.set_defaults(func=cmd_worker)
     commands.add_parser(
         "sweeper", help="publish what the broker missed, requeue jobs whose worker vanished, dispatch webhooks"

@@ -265,6 +265,7 @@ class Settings(BaseSettings):
     devices: Annotated[tuple[str, ...], NoDecode] = ()
     ulysses_degree: int = 1
     ring_degree: int = 1
+    cfg_degree: int = 1  # 2: classifier-free guidance's two passes per step on two ranks
     # A collective (all-to-all, step flag, start-up barrier) waiting longer than this raises
     # instead of hanging; it also bounds a rank's pipeline load at start-up.
     rank_timeout_s: float = 300.0
@@ -283,6 +284,7 @@ class Settings(BaseSettings):
             devices=self.devices,
             ulysses_degree=self.ulysses_degree,
             ring_degree=self.ring_degree,
+            cfg_degree=self.cfg_degree,
             timeout_s=self.rank_timeout_s,
         )
 

@@ -24,6 +24,7 @@ from pipelines.acceleration import (
     fall_back_to_native,
     set_attention_backend,
 )
+from pipelines.cfg_parallel import enable_cfg_parallel
 from pipelines.memory import (
     MemoryOptions,
     check_device_memory,
@@ -115,10 +116,12 @@ def load_runner(
     pipeline = load_pipeline(spec, models_dir, device, memory)
     runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
-    if parallel is not None and parallel.sharded:
+    if parallel is not None and parallel.context_parallel:
         # After the backend (diffusers checks it supports context parallelism), before compile
         # and warm-up (each rank warms up its shard, in step with the others).
         enable_context_parallel(pipeline.transformer, parallel)
+    if parallel is not None and parallel.cfg_degree > 1:
+        enable_cfg_parallel(pipeline.transformer, rank=torch.distributed.get_rank())
     if acceleration.compile:
         compile_transformer(pipeline.transformer)
     if acceleration.warm_up:

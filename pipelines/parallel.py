@@ -55,6 +55,7 @@ class ParallelPlan:
     ulysses_degree: int = 1
     ring_degree: int = 1
     timeout_s: float = 300.0  # a collective that waits longer than this raises instead of hanging
+    cfg_degree: int = 1  # 2: the guided steps' two passes on two ranks (pipelines/cfg_parallel.py)
 
     @property
     def world_size(self) -> int:
@@ -63,6 +64,14 @@ class ParallelPlan:
     @property
     def sharded(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def context_parallel(self) -> bool:
+        return self.ulysses_degree * self.ring_degree > 1
+
+    @property
+    def degrees(self) -> int:
+        return self.cfg_degree * self.ulysses_degree * self.ring_degree
 
     @property
     def device_type(self) -> str:
@@ -75,8 +84,8 @@ class ParallelPlan:
 
     def describe(self) -> str:
         return (
-            f"{self.world_size} ranks on {','.join(self.devices)} "
-            f"(ulysses {self.ulysses_degree} x ring {self.ring_degree}, {self.backend})"
+            f"{self.world_size} ranks on {','.join(self.devices)} (cfg {self.cfg_degree} x "
+            f"ulysses {self.ulysses_degree} x ring {self.ring_degree}, {self.backend})"
         )
 
 
@@ -99,21 +108,27 @@ def check_plan(
     """Refuse, with every reason, a plan that cannot run. `cache_policies` is model -> its default
     cache policy (object, dict or type name). Called at start-up, before any rank is spawned."""
     if not plan.sharded:
-        if plan.ulysses_degree * plan.ring_degree != 1:
+        if plan.degrees != 1:
             raise ParallelConfigError(
-                f"ulysses degree {plan.ulysses_degree} x ring degree {plan.ring_degree} needs as many "
-                f"devices; DARKROOM_DEVICES names {len(plan.devices)}"
+                f"cfg degree {plan.cfg_degree} x ulysses degree {plan.ulysses_degree} x ring degree "
+                f"{plan.ring_degree} needs as many devices; DARKROOM_DEVICES names {len(plan.devices)}"
             )
         return
     reasons = []
-    if plan.ulysses_degree < 1 or plan.ring_degree < 1:
-        reasons.append("ulysses and ring degrees must be at least 1")
-    elif plan.ulysses_degree * plan.ring_degree != plan.world_size:
+    if min(plan.cfg_degree, plan.ulysses_degree, plan.ring_degree) < 1:
+        reasons.append("cfg, ulysses and ring degrees must be at least 1")
+    elif plan.degrees != plan.world_size:
         reasons.append(
-            f"ulysses degree {plan.ulysses_degree} x ring degree {plan.ring_degree} = "
-            f"{plan.ulysses_degree * plan.ring_degree}, but {plan.world_size} devices are named "
+            f"cfg degree {plan.cfg_degree} x ulysses degree {plan.ulysses_degree} x ring degree "
+            f"{plan.ring_degree} = {plan.degrees}, but {plan.world_size} devices are named "
             f"({','.join(plan.devices)}); the product must equal the number of devices"
         )
+    if plan.cfg_degree > 2:
+        reasons.append("a guided step has two passes: the cfg degree is 1 or 2")
+    elif plan.cfg_degree == 2 and plan.context_parallel:
+        # Each CFG half would need its own context-parallel mesh, which diffusers' config takes
+        # but Darkroom does not build yet.
+        reasons.append("cfg parallelism does not combine with ulysses or ring degrees above 1 yet")
     kinds = {device.split(":")[0] for device in plan.devices}
     if len(kinds) > 1:
         reasons.append(f"all devices of a group must be of one kind, got {','.join(plan.devices)}")
@@ -130,6 +145,13 @@ def check_plan(
             "ulysses only"
         )
     for spec in specs:
+        if plan.cfg_degree == 2 and spec.true_cfg_scale is None and spec.negative_prompt is None:
+            reasons.append(
+                f"model {spec.name} makes one transformer pass per step (guidance-distilled): "
+                "cfg parallelism has nothing to split"
+            )
+        if not plan.context_parallel:
+            continue  # the rest is about sharding the sequence
         if spec.pipeline_class not in CP_PLAN_TRANSFORMERS:
             reasons.append(
                 f"model {spec.name} ({spec.pipeline_class}) has no context-parallel plan in diffusers"

@@ -23,6 +23,7 @@ from pipelines.acceleration import (
     diffusers_cache_config,
 )
 from pipelines.cache_policy import parse_cache_policy
+from pipelines.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.registry import ModelSpec
 from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
 
@@ -98,7 +99,7 @@ class Runner:
         transformer = self.pipeline.transformer
         hook = transformer.register_forward_pre_hook(clock.before_transformer)
         try:
-            with cache_enabled(transformer, cache):
+            with cache_enabled(transformer, cache), cfg_split(transformer, makes_two_passes(self.spec, request)):
                 output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
         finally:
             hook.remove()

@@ -128,7 +128,7 @@ class RankGroup:
     def run(
         self, model: str, local: Any, request: GenerationRequest, on_step: StepCallback | None
     ) -> Any:
-        conflict = cache_conflict(getattr(request, "cache", None))
+        conflict = self.plan.context_parallel and cache_conflict(getattr(request, "cache", None))
         if conflict:
             raise JobFailure(
                 "cache_unsupported_sharded", f"This worker runs {model} sharded; {conflict}."

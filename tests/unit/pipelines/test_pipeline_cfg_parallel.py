@@ -1,0 +1,84 @@
+"""CFG parallelism: a guided step's two transformer passes run on two gloo ranks at once and give
+the unsplit run's output; a job without guidance runs whole on both ranks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bench.cache import AttentionCounter
+from pipelines.cfg_parallel import makes_two_passes
+from pipelines.parallel import ParallelConfigError, ParallelPlan, check_plan
+from pipelines.registry import get_model
+from tests.processes import free_port
+from tests.unit.pipelines.cfg_ranks import STEPS, pixels, requests
+
+QWEN, WAN, FLUX = (get_model(name) for name in ("tiny-qwen-image", "tiny-wan", "tiny-flux"))
+CFG_PLAN = ParallelPlan(devices=("cpu", "cpu"), cfg_degree=2)
+
+
+def test_cfg_plans_are_checked_at_start_up():
+    check_plan(CFG_PLAN, [QWEN, WAN], {QWEN.name: {"type": "first_block_cache"}})  # no sequence sharding
+    for plan, specs, reason in [
+        (CFG_PLAN, [FLUX], "guidance-distilled"),
+        (ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2), [QWEN], "does not combine"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=3), [QWEN], "1 or 2"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=2), [QWEN], "the product must equal"),
+    ]:
+        with pytest.raises(ParallelConfigError, match=reason):
+            check_plan(plan, specs, {})
+
+
+def test_which_requests_make_two_passes():
+    _, qwen = requests()["qwen_true_cfg"]
+    _, wan = requests()["wan_cfg"]
+    assert makes_two_passes(QWEN, qwen) and makes_two_passes(WAN, wan)
+    assert not makes_two_passes(QWEN, qwen.__class__(**{**qwen.__dict__, "negative_prompt": None}))
+    assert not makes_two_passes(QWEN, requests()["qwen_no_cfg"][1])
+    assert not makes_two_passes(WAN, wan.__class__(**{**wan.__dict__, "guidance_scale": 1.0}))
+    assert not makes_two_passes(FLUX, qwen)
+
+
+def test_two_ranks_split_the_guided_passes_and_match_the_unsplit_run(
+    t2i_runner, video_runner, models_dir, tmp_path
+):
+    init_method = f"tcp://127.0.0.1:{free_port()}"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.unit.pipelines.cfg_ranks", str(rank), init_method, str(models_dir), str(tmp_path)]
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        for rank in ranks:
+            assert rank.wait(timeout=240) == 0
+    finally:
+        for rank in ranks:
+            rank.kill()
+    split = [json.loads((tmp_path / f"passes.rank{rank}.json").read_text()) for rank in (0, 1)]
+
+    runners = {"tiny-qwen-image": t2i_runner, "tiny-wan": video_runner}
+    for name, (model, request) in requests().items():
+        counter = AttentionCounter(runners[model].pipeline.transformer)
+        started = time.perf_counter()
+        whole = pixels(runners[model].run(request))
+        seconds, calls = time.perf_counter() - started, counter.calls
+        counter.remove()
+        print(f"{name}: unsplit {seconds:.3f} s, CFG-parallel rank 0 {split[0][name]['seconds']} s")
+        for rank in (0, 1):
+            output = np.load(tmp_path / f"{name}.rank{rank}.npy")
+            assert output.shape == whole.shape
+            assert np.abs(output - whole).max() <= 1, (name, rank)  # uint8 pixels; thread counts differ
+        per_pass = calls // (2 * STEPS) if name != "qwen_no_cfg" else calls // STEPS
+        if name == "qwen_no_cfg":
+            assert split[0][name]["attention_calls"] == split[1][name]["attention_calls"] == calls
+        else:
+            # Rank 0: the conditional pass of every step. Rank 1: the unconditional pass of every
+            # step, plus the first step's conditional one (to learn the output's shape).
+            assert split[0][name]["attention_calls"] == STEPS * per_pass, name
+            assert split[1][name]["attention_calls"] == (STEPS + 1) * per_pass, name
