@@ -130,6 +130,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
                 child.kill()
 
 
+def cmd_bench_timings(settings: Settings, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from darkroom.timings_report import stage_report
+    from storage.db import make_engine, make_session_factory
+
+    with make_session_factory(make_engine(settings.resolved_database_url))() as session:
+        print(stage_report(session, since=timedelta(hours=args.hours), model=args.model))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
@@ -162,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     build = commands.add_parser("build-tiny-models", help="create the tiny offline models in the models dir")
     build.add_argument("names", nargs="*")
     build.set_defaults(func=cmd_build_tiny)
+    bench = commands.add_parser("bench", help="performance reports (the benchmarks themselves: make bench)")
+    reports = bench.add_subparsers(dest="report", required=True)
+    timings = reports.add_parser("timings", help="per-stage timings of the completed jobs, per model: p50, p95, max")
+    timings.add_argument("--hours", type=float, default=24.0, help="jobs completed in the last N hours")
+    timings.add_argument("--model", help="one model only")
+    timings.set_defaults(func=cmd_bench_timings)
 
     args = parser.parse_args(argv)
     settings = get_settings()
