@@ -4,9 +4,11 @@ conditional and the unconditional one; two ranks each make one of them at the sa
 diffusers 0.42 shards the sequence (context parallelism) but not the guidance batch. Its pipelines
 do mark the two passes: each transformer call runs inside `transformer.cache_context("cond")` or
 `("uncond")`, which tells every stateful hook on the transformer which pass it is in. Darkroom
-adds one such hook. On rank 0 it runs the "cond" pass and skips the "uncond" one, on rank 1 the
-reverse; after the "uncond" pass the two ranks swap their results in one all-gather, written into
-the tensors the pipeline already holds, so the pipeline combines them exactly as unsharded.
+adds one such hook. The group's mesh has a "cfg" dimension of 2 (pipelines.parallel.group_mesh):
+the first half runs the "cond" pass and skips the "uncond" one, the second half the reverse; after
+the "uncond" pass each rank swaps results with its counterpart in one all-gather, written into the
+tensors the pipeline already holds, so the pipeline combines them exactly as unsharded. Each half
+may shard its own pass further with Ulysses / Ring over its part of the mesh.
 
 Whether a job makes two passes is decided by the pipeline from the request (a negative prompt and
 a scale above 1), so the runner tells the hook per job (`cfg_split`); a job with one pass runs
@@ -40,9 +42,10 @@ class CfgSplitHook(ModelHook):
 
     _is_stateful = True  # so that `cache_context` reaches `contexts`
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, group: Any) -> None:
         super().__init__()
         self.rank = rank  # 0 makes the conditional pass, 1 the unconditional one
+        self.group = group  # this rank and its counterpart in the other half
         self.contexts = StateManager(_NoState)
         self.active = False  # set per job by `cfg_split`
         self.template: torch.Tensor | None = None  # a "cond" output, for the shape of stand-ins
@@ -70,7 +73,7 @@ class CfgSplitHook(ModelHook):
             output = _wrap(torch.empty_like(self.cond_output), kwargs)
         uncond = output[0]
         halves = [torch.empty_like(uncond) for _ in range(2)]
-        dist.all_gather(halves, (self.cond_output if self.rank == 0 else uncond).contiguous())
+        dist.all_gather(halves, (self.cond_output if self.rank == 0 else uncond).contiguous(), group=self.group)
         if self.rank == 0:
             uncond.copy_(halves[1])
         else:
@@ -93,8 +96,10 @@ def _wrap(sample: torch.Tensor, kwargs: dict[str, Any]) -> Any:
     return (sample,)
 
 
-def enable_cfg_parallel(transformer: torch.nn.Module, rank: int) -> None:
-    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(CfgSplitHook(rank), HOOK_NAME)
+def enable_cfg_parallel(transformer: torch.nn.Module, mesh: Any) -> None:
+    """Split guided steps over `mesh`'s "cfg" dimension (pipelines.parallel.group_mesh)."""
+    hook = CfgSplitHook(mesh.get_local_rank("cfg"), mesh.get_group("cfg"))
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, HOOK_NAME)
 
 
 def makes_two_passes(spec: ModelSpec, request: GenerationRequest) -> bool:

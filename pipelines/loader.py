@@ -34,7 +34,7 @@ from pipelines.memory import (
     place_pipeline,
     reset_device_peak,
 )
-from pipelines.parallel import ParallelPlan, enable_context_parallel
+from pipelines.parallel import ParallelPlan, enable_context_parallel, group_mesh
 from pipelines.registry import Family, ModelSpec
 from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
 from pipelines.tiny import build_tiny_model
@@ -121,7 +121,7 @@ def load_runner(
         # and warm-up (each rank warms up its shard, in step with the others).
         enable_context_parallel(pipeline.transformer, parallel)
     if parallel is not None and parallel.cfg_degree > 1:
-        enable_cfg_parallel(pipeline.transformer, rank=torch.distributed.get_rank())
+        enable_cfg_parallel(pipeline.transformer, group_mesh(parallel))
     if acceleration.compile:
         compile_transformer(pipeline.transformer)
     if acceleration.warm_up:

@@ -125,10 +125,6 @@ def check_plan(
         )
     if plan.cfg_degree > 2:
         reasons.append("a guided step has two passes: the cfg degree is 1 or 2")
-    elif plan.cfg_degree == 2 and plan.context_parallel:
-        # Each CFG half would need its own context-parallel mesh, which diffusers' config takes
-        # but Darkroom does not build yet.
-        reasons.append("cfg parallelism does not combine with ulysses or ring degrees above 1 yet")
     kinds = {device.split(":")[0] for device in plan.devices}
     if len(kinds) > 1:
         reasons.append(f"all devices of a group must be of one kind, got {','.join(plan.devices)}")
@@ -213,8 +209,26 @@ def _cpu_device_count() -> Iterator[None]:
         torch.accelerator.device_count = original
 
 
+_mesh: Any = None  # this rank's, built once: building one is a collective that makes new groups
+
+
+def group_mesh(plan: ParallelPlan) -> Any:
+    """The group's device mesh, (cfg, ring, ulysses): each CFG half (`mesh["cfg"]`) shards its
+    sequence over its own (ring, ulysses) sub-mesh, which is what diffusers is given."""
+    global _mesh
+    if _mesh is None:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        _mesh = init_device_mesh(
+            plan.device_type,
+            (plan.cfg_degree, plan.ring_degree, plan.ulysses_degree),
+            mesh_dim_names=("cfg", "ring", "ulysses"),
+        )
+    return _mesh
+
+
 def enable_context_parallel(transformer: Any, plan: ParallelPlan) -> None:
-    """Shard `transformer` over the group with diffusers' context parallelism."""
+    """Shard `transformer` over its CFG half of the group with diffusers' context parallelism."""
     from diffusers import ContextParallelConfig
 
     if type(transformer)._cp_plan is None:
@@ -224,6 +238,7 @@ def enable_context_parallel(transformer: Any, plan: ParallelPlan) -> None:
     options: dict[str, Any] = {
         "ulysses_degree": plan.ulysses_degree,
         "ring_degree": plan.ring_degree,
+        "mesh": group_mesh(plan)["ring", "ulysses"],
     }
     if plan.ring_degree == 1:
         # Plain Ulysses needs every sequence (Qwen's text stream included, whose length is the

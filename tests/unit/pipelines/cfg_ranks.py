@@ -1,7 +1,8 @@
 """One rank of the CFG-parallel test (test_pipeline_cfg_parallel.py), run as its own process:
-`python -m tests.unit.pipelines.cfg_ranks RANK INIT_METHOD MODELS_DIR OUT_DIR`.
+`python -m tests.unit.pipelines.cfg_ranks RANK ULYSSES INIT_METHOD MODELS_DIR OUT_DIR`.
 
-Loads tiny-qwen-image and tiny-wan with the CFG split over two gloo ranks, runs the requests of
+Loads tiny-qwen-image and tiny-wan with the CFG split over two halves of gloo ranks (each half
+sharded by Ulysses when ULYSSES > 1), runs the requests of
 `REQUESTS` through Darkroom's runner, and saves each output with the transformer passes this rank
 computed (its attention computations).
 """
@@ -22,8 +23,11 @@ from pipelines.parallel import ParallelPlan, join_group, leave_group
 from pipelines.registry import get_model
 from pipelines.types import GenerationRequest, ImageOutput
 
-PLAN = ParallelPlan(devices=("cpu", "cpu"), cfg_degree=2)
 STEPS = 6
+
+
+def cfg_plan(ulysses: int) -> ParallelPlan:
+    return ParallelPlan(devices=("cpu",) * (2 * ulysses), cfg_degree=2, ulysses_degree=ulysses)
 
 
 def requests() -> dict[str, tuple[str, GenerationRequest]]:
@@ -48,10 +52,11 @@ def pixels(output) -> np.ndarray:
     return output.frames.astype(np.int16)
 
 
-def main(rank: int, init_method: str, models_dir: Path, out_dir: Path) -> None:
-    join_group(PLAN, rank, init_method)
+def main(rank: int, ulysses: int, init_method: str, models_dir: Path, out_dir: Path) -> None:
+    plan = cfg_plan(ulysses)
+    join_group(plan, rank, init_method)
     runners = {
-        name: load_runner(get_model(name), models_dir, "cpu", parallel=PLAN) for name in ("tiny-qwen-image", "tiny-wan")
+        name: load_runner(get_model(name), models_dir, "cpu", parallel=plan) for name in ("tiny-qwen-image", "tiny-wan")
     }
     passes = {}
     for name, (model, request) in requests().items():
@@ -67,4 +72,4 @@ def main(rank: int, init_method: str, models_dir: Path, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5]))

@@ -23,15 +23,18 @@ CFG_PLAN = ParallelPlan(devices=("cpu", "cpu"), cfg_degree=2)
 
 
 def test_cfg_plans_are_checked_at_start_up():
-    check_plan(CFG_PLAN, [QWEN, WAN], {QWEN.name: {"type": "first_block_cache"}})  # no sequence sharding
-    for plan, specs, reason in [
-        (CFG_PLAN, [FLUX], "guidance-distilled"),
-        (ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2), [QWEN], "does not combine"),
-        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=3), [QWEN], "1 or 2"),
-        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=2), [QWEN], "the product must equal"),
+    fbc = {QWEN.name: {"type": "first_block_cache"}}
+    check_plan(CFG_PLAN, [QWEN, WAN], fbc)  # no sequence sharding: each rank decides its own pass
+    with_ulysses = ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2)
+    check_plan(with_ulysses, [QWEN, WAN], {})
+    for plan, specs, caches, reason in [
+        (CFG_PLAN, [FLUX], {}, "guidance-distilled"),
+        (with_ulysses, [QWEN], fbc, "first-block cache"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=3), [QWEN], {}, "1 or 2"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=2), [QWEN], {}, "the product must equal"),
     ]:
         with pytest.raises(ParallelConfigError, match=reason):
-            check_plan(plan, specs, {})
+            check_plan(plan, specs, caches)
 
 
 def test_which_requests_make_two_passes():
@@ -44,15 +47,20 @@ def test_which_requests_make_two_passes():
     assert not makes_two_passes(FLUX, qwen)
 
 
-def test_two_ranks_split_the_guided_passes_and_match_the_unsplit_run(
-    t2i_runner, video_runner, models_dir, tmp_path
+@pytest.mark.parametrize("ulysses", [1, 2], ids=["cfg2", "cfg2xulysses2"])
+def test_ranks_split_the_guided_passes_and_match_the_unsplit_run(
+    t2i_runner, video_runner, models_dir, tmp_path, ulysses
 ):
+    """cfg 2: ranks 0 and 1 each make one pass. cfg 2 x ulysses 2: ranks 0-1 make the conditional
+    pass sharded over both, ranks 2-3 the unconditional one."""
     init_method = f"tcp://127.0.0.1:{free_port()}"
+    world = 2 * ulysses
     ranks = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.unit.pipelines.cfg_ranks", str(rank), init_method, str(models_dir), str(tmp_path)]
+            [sys.executable, "-m", "tests.unit.pipelines.cfg_ranks", str(rank), str(ulysses), init_method]
+            + [str(models_dir), str(tmp_path)]
         )
-        for rank in (0, 1)
+        for rank in range(world)
     ]
     try:
         for rank in ranks:
@@ -60,7 +68,7 @@ def test_two_ranks_split_the_guided_passes_and_match_the_unsplit_run(
     finally:
         for rank in ranks:
             rank.kill()
-    split = [json.loads((tmp_path / f"passes.rank{rank}.json").read_text()) for rank in (0, 1)]
+    split = [json.loads((tmp_path / f"passes.rank{rank}.json").read_text()) for rank in range(world)]
 
     runners = {"tiny-qwen-image": t2i_runner, "tiny-wan": video_runner}
     for name, (model, request) in requests().items():
@@ -70,15 +78,17 @@ def test_two_ranks_split_the_guided_passes_and_match_the_unsplit_run(
         seconds, calls = time.perf_counter() - started, counter.calls
         counter.remove()
         print(f"{name}: unsplit {seconds:.3f} s, CFG-parallel rank 0 {split[0][name]['seconds']} s")
-        for rank in (0, 1):
+        for rank in range(world):
             output = np.load(tmp_path / f"{name}.rank{rank}.npy")
             assert output.shape == whole.shape
             assert np.abs(output - whole).max() <= 1, (name, rank)  # uint8 pixels; thread counts differ
+        # Attention modules run on every rank of a Ulysses group (each on its shard of heads).
         per_pass = calls // (2 * STEPS) if name != "qwen_no_cfg" else calls // STEPS
-        if name == "qwen_no_cfg":
-            assert split[0][name]["attention_calls"] == split[1][name]["attention_calls"] == calls
-        else:
-            # Rank 0: the conditional pass of every step. Rank 1: the unconditional pass of every
-            # step, plus the first step's conditional one (to learn the output's shape).
-            assert split[0][name]["attention_calls"] == STEPS * per_pass, name
-            assert split[1][name]["attention_calls"] == (STEPS + 1) * per_pass, name
+        for rank in range(world):
+            counted = split[rank][name]["attention_calls"]
+            if name == "qwen_no_cfg":
+                assert counted == calls, (name, rank)
+            elif rank < ulysses:  # the conditional pass of every step
+                assert counted == STEPS * per_pass, (name, rank)
+            else:  # the unconditional pass of every step, and the first step's conditional one (its shape)
+                assert counted == (STEPS + 1) * per_pass, (name, rank)
