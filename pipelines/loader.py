@@ -26,7 +26,13 @@ from pipelines.acceleration import (
 )
 from pipelines.parallel import ParallelPlan, enable_context_parallel
 from pipelines.registry import Family, ModelSpec
-from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
+from pipelines.runners import (
+    ImageEditRunner,
+    ImageToVideoRunner,
+    Runner,
+    TextToImageRunner,
+    TextToVideoRunner,
+)
 from pipelines.tiny import build_tiny_model
 from pipelines.types import GenerationRequest
 
@@ -36,6 +42,7 @@ _RUNNERS: dict[Family, type[Runner]] = {
     Family.TEXT_TO_IMAGE: TextToImageRunner,
     Family.IMAGE_EDIT: ImageEditRunner,
     Family.TEXT_TO_VIDEO: TextToVideoRunner,
+    Family.IMAGE_TO_VIDEO: ImageToVideoRunner,
 }
 
 
@@ -78,10 +85,18 @@ def load_pipeline(
     ):
         # Only without torchvision: see pipelines/processor_compat.py.
         extra["processor"] = processor_compat.load_processor(path)
-    pipeline = pipeline_class.from_pretrained(path, dtype=getattr(torch, spec.dtype), **extra)
+    pipeline = pipeline_class.from_pretrained(path, dtype=component_dtypes(spec), **extra)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def component_dtypes(spec: ModelSpec) -> torch.dtype | dict[str, torch.dtype]:
+    """The dtype to load in: the spec's, or per component where some must stay float32."""
+    dtype = getattr(torch, spec.dtype)
+    if not spec.float32_components:
+        return dtype
+    return {"default": dtype, **{name: torch.float32 for name in spec.float32_components}}
 
 
 def load_runner(

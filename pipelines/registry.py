@@ -18,6 +18,7 @@ class Family(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
     IMAGE_EDIT = "image-edit"
     TEXT_TO_VIDEO = "text-to-video"
+    IMAGE_TO_VIDEO = "image-to-video"  # a video that starts from `input_reference`
 
 
 _SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
@@ -49,10 +50,13 @@ class SizeRule:
                 raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
         return width, height
 
-    def fit(self, width: int, height: int) -> tuple[int, int]:
-        """The allowed size closest to an input image's aspect ratio, at most the default area."""
+    def fit(self, width: int, height: int, *, upscale: bool = False) -> tuple[int, int]:
+        """The allowed size closest to an input image's aspect ratio, at most the default area;
+        with `upscale`, exactly about the default area (a smaller image is scaled up)."""
         area = self.default[0] * self.default[1]
-        scale = min(1.0, (area / (width * height)) ** 0.5)
+        scale = (area / (width * height)) ** 0.5
+        if not upscale:
+            scale = min(1.0, scale)
         return self._clamp(width * scale), self._clamp(height * scale)
 
     def _clamp(self, side: float) -> int:
@@ -100,7 +104,10 @@ class ModelSpec:
     negative_prompt: str | None = None
     max_steps: int = 100  # more buys nothing on these schedulers and holds a GPU for minutes
     max_images: int = 4  # `n`
-    max_input_images: int = 0  # image inputs an edit accepts
+    max_input_images: int = 0  # image inputs an edit accepts; an image-to-video model takes 1
+    # Components loaded in float32 whatever `dtype` says: the Wan 2.1 image-to-video model card
+    # loads its VAE and CLIP image encoder in float32 and only the rest in bfloat16.
+    float32_components: tuple[str, ...] = ()
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
@@ -202,6 +209,31 @@ REGISTRY: dict[str, ModelSpec] = {
             dtype="bfloat16",
             owned_by="Wan-AI",
         ),
+        *(
+            ModelSpec(
+                # Model cards and diffusers' WanImageToVideoPipeline example: one input image
+                # (the first frame, also seen by a CLIP image encoder), 81 frames at 16 fps, 50
+                # steps, guidance 5.0, the size fitted to the image's aspect ratio at 480x832 or
+                # 720x1280 pixels; the VAE and image encoder in float32. Two checkpoints, one
+                # per resolution, each trained at its own area: the side limits keep a request
+                # near it.
+                name=f"Wan-AI/Wan2.1-I2V-14B-{resolution}-Diffusers",
+                family=Family.IMAGE_TO_VIDEO,
+                pipeline_class="WanImageToVideoPipeline",
+                source=f"Wan-AI/Wan2.1-I2V-14B-{resolution}-Diffusers",
+                size=SizeRule(default=default, multiple=16, min_side=256, max_side=max_side),
+                frames=FrameRule(fps=16, allowed_seconds=("1", "2", "3", "4", "5"), default_seconds="5"),
+                steps=50,
+                guidance_scale=5.0,
+                negative_prompt=_WAN_NEGATIVE_PROMPT,
+                max_images=1,
+                max_input_images=1,
+                dtype="bfloat16",
+                float32_components=("vae", "image_encoder"),
+                owned_by="Wan-AI",
+            )
+            for resolution, default, max_side in (("480P", (832, 480), 832), ("720P", (1280, 720), 1280))
+        ),
         ModelSpec(
             # FluxPipeline.__call__ defaults (diffusers 0.42): 28 steps, guidance_scale 3.5, which
             # FLUX.1-dev takes as an embedded input (guidance-distilled: no negative prompt, no
@@ -263,6 +295,24 @@ REGISTRY: dict[str, ModelSpec] = {
             guidance_scale=5.0,
             negative_prompt="low quality",
             max_images=1,
+            max_steps=_TINY_MAX_STEPS,
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+        ModelSpec(
+            name="tiny-wan-i2v",
+            family=Family.IMAGE_TO_VIDEO,
+            pipeline_class="WanImageToVideoPipeline",
+            source="tiny-wan-i2v",
+            size=_TINY_SIZE,
+            frames=FrameRule(
+                fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
+            ),
+            steps=4,
+            guidance_scale=5.0,
+            negative_prompt="low quality",
+            max_images=1,
+            max_input_images=1,
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",
