@@ -36,7 +36,7 @@ HOW_TO_SEND = (
     "an https URL or a data:image/...;base64, URL."
 )
 # data:[<media type>][;parameters];base64,<payload>, the media type an image's.
-_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.DOTALL)
+_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.DOTALL | re.IGNORECASE)
 _ACCEPT = "image/png, image/jpeg, image/webp"
 
 
