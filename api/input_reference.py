@@ -36,8 +36,10 @@ HOW_TO_SEND = (
     "an https URL or a data:image/...;base64, URL."
 )
 # data:[<media type>][;parameters];base64,<payload>, the media type an image's.
-_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.DOTALL | re.IGNORECASE)
-_ACCEPT = "image/png, image/jpeg, image/webp"
+_DATA_URL = re.compile(
+    r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.DOTALL | re.IGNORECASE
+)
+_HEADERS = {"accept": "image/png, image/jpeg, image/webp", "user-agent": "Darkroom"}
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,18 @@ def decode_data_url(url: str, *, max_bytes: int) -> bytes:
     payload = match["payload"]
     if len(payload) // 4 * 3 > max_bytes + 3:  # base64: 3 bytes per 4 characters
         raise APIError(
-            413, f"The input_reference data: URL is over the {max_bytes} byte limit.", param=URL_PARAM, code="file_too_large"
+            413,
+            f"The input_reference data: URL is over the {max_bytes} byte limit.",
+            param=URL_PARAM,
+            code="file_too_large",
         )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise bad_request(
-            "The data: URL in input_reference.image_url is not valid base64.", param=URL_PARAM, code="invalid_image_url"
+            "The data: URL in input_reference.image_url is not valid base64.",
+            param=URL_PARAM,
+            code="invalid_image_url",
         ) from None
 
 
@@ -125,21 +132,28 @@ def fetch_image(url: str, settings: Settings) -> bytes:
             allowed_hosts_setting="DARKROOM_IMAGE_URL_ALLOWED_HOSTS",
         )
     except UnsafeURL as error:
-        raise bad_request(f"Invalid input_reference.image_url: {error}", param=URL_PARAM, code="invalid_image_url") from None
+        raise bad_request(
+            f"Invalid input_reference.image_url: {error}", param=URL_PARAM, code="invalid_image_url"
+        ) from None
     limit_s, max_bytes = settings.image_url_timeout_s, settings.max_upload_bytes
     # httpx's timeout bounds each connect and read; the deadline bounds the whole download, so
     # a server that drips a byte at a time cannot hold a request open.
     deadline = time.monotonic() + limit_s
     timed_out = bad_request(
-        f"Fetching input_reference.image_url took longer than {limit_s:g} s.", param=URL_PARAM, code="image_url_timeout"
+        f"Fetching input_reference.image_url took longer than {limit_s:g} s.",
+        param=URL_PARAM,
+        code="image_url_timeout",
     )
     too_large = APIError(
-        413, f"The image at input_reference.image_url is over the {max_bytes} byte limit.", param=URL_PARAM, code="file_too_large"
+        413,
+        f"The image at input_reference.image_url is over the {max_bytes} byte limit.",
+        param=URL_PARAM,
+        code="file_too_large",
     )
     try:
         with (
             safe_client(timeout_s=limit_s) as client,
-            send_pinned(client, "GET", checked, headers={"accept": _ACCEPT, "user-agent": "Darkroom"}) as response,
+            send_pinned(client, "GET", checked, headers=_HEADERS) as response,
         ):
             _refuse_unless_ok(response)
             if int(response.headers.get("content-length") or 0) > max_bytes:

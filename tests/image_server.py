@@ -36,7 +36,8 @@ class ImageHost:
 @contextmanager
 def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> Iterator[ImageHost]:
     """Paths: /image.png, /declared-too-large, /streamed-too-large (no Content-Length), /slow
-    (headers after `slow_s`), /redirect (to /image.png), /missing (404), /text."""
+    (headers after `slow_s`), /drip (the image in tenths, 0.25 s apart), /redirect (to
+    /image.png), /missing (404), /text."""
     requests: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -62,6 +63,20 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
             elif self.path == "/slow":
                 time.sleep(slow_s)
                 self._answer(200, image, "image/png")
+            elif self.path == "/drip":
+                # Each piece in time for a read timeout, the whole well past any overall limit.
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.send_header("content-length", str(len(image)))
+                self.end_headers()
+                pieces = [image[index : index + len(image) // 10 + 1] for index in range(0, len(image), len(image) // 10 + 1)]
+                for piece in pieces:
+                    try:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.25)
             elif self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("location", "/image.png")

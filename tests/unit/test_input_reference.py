@@ -172,6 +172,15 @@ def test_a_slow_host_is_given_up_on_at_the_time_limit(host):
     assert time.monotonic() - started < 2.0
 
 
+def test_a_host_that_drips_its_image_is_given_up_on_at_the_overall_limit(host):
+    # Every read is within the 0.6 s timeout; only the deadline over the whole download stops it.
+    assert fetch_image(host.url("/drip"), allowed(image_url_timeout_s=5.0)) == PNG
+    started = time.monotonic()
+    error = refused(fetch_image, host.url("/drip"), allowed(image_url_timeout_s=0.6))
+    assert (error.status, error.code) == (400, "image_url_timeout")
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_host_that_is_not_listening_is_unreachable():
     error = refused(fetch_image, "http://127.0.0.1:9/a.png", allowed())
     assert (error.status, error.code) == (400, "image_url_unreachable")
