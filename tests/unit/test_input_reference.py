@@ -178,7 +178,7 @@ def test_a_host_that_drips_its_image_is_given_up_on_at_the_overall_limit(host):
     started = time.monotonic()
     error = refused(fetch_image, host.url("/drip"), allowed(image_url_timeout_s=0.6))
     assert (error.status, error.code) == (400, "image_url_timeout")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.0  # the whole drip takes 2.5 s
 
 
 def test_a_host_that_is_not_listening_is_unreachable():
