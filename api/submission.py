@@ -32,7 +32,9 @@ from worker.webhook_signing import default_webhook_url_for, signing_secret_for
 log = logging.getLogger("darkroom.api")
 
 
-def resolve_model(services: Services, name: str | None, family: Family, *, also: tuple[Family, ...] = ()) -> ModelSpec:
+def resolve_model(
+    services: Services, name: str | None, family: Family, *, also: tuple[Family, ...] = ()
+) -> ModelSpec:
     """The served model for this endpoint; without a name, the first served one of `family`.
     A named model may also be of the families in `also` (videos: image-to-video besides)."""
     served = [REGISTRY[served_name] for served_name in services.settings.models]

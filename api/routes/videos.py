@@ -45,7 +45,8 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         )
     if spec.family == Family.IMAGE_TO_VIDEO and reference is None:
         raise bad_request(
-            f"The model '{spec.name}' is image-to-video: it needs the image the video starts from. {HOW_TO_SEND}",
+            f"The model '{spec.name}' is image-to-video: it needs the image the video starts "
+            f"from. {HOW_TO_SEND}",
             param="input_reference",
             code="missing_required_parameter",
         )
@@ -59,7 +60,8 @@ async def create_video(request: Request, services: ServicesDep, session: Session
     uploads = [await read_reference(reference, settings)] if reference is not None else []
     if size is None:
         # An image-to-video model runs at its trained area, in the input image's aspect ratio.
-        size = spec.size.fit(uploads[0].width, uploads[0].height, upscale=True) if uploads else spec.size.default
+        image = uploads[0] if uploads else None
+        size = spec.size.fit(image.width, image.height, upscale=True) if image else spec.size.default
     width, height = size
     params = generation_params(settings, spec, body, width, height) | {
         "seconds": seconds,
