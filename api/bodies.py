@@ -46,7 +46,9 @@ async def read_body(
             raise APIError(
                 413, f"Request body of {declared} bytes is over the limit.", code="request_too_large"
             )
-        form = await request.form(max_files=32, max_fields=64)
+        # A text field may carry a whole image as a data: URL (`input_reference[image_url]`
+        # through the SDK's extra_body): base64 is 4/3 of the bytes, plus the URL's header.
+        form = await request.form(max_files=32, max_fields=64, max_part_size=max_bytes * 4 // 3 + 1024)
         fields: dict[str, object] = {}
         for key, value in form.multi_items():
             name = _LIST_SUFFIX.sub("", key)
@@ -99,19 +101,23 @@ def _nest(fields: dict[str, object]) -> dict[str, object]:
 async def read_image_upload(
     upload: UploadFile, *, field: str, max_bytes: int, max_pixels: int
 ) -> Upload:
-    """The upload's bytes if they are one PNG, JPEG or WebP image within the limits.
+    """The upload's bytes if they are one PNG, JPEG or WebP image within the limits."""
+    data = await upload.read(max_bytes + 1)
+    return validate_image(
+        data, name=f"Image '{upload.filename}'", field=field, max_bytes=max_bytes, max_pixels=max_pixels
+    )
+
+
+def validate_image(data: bytes, *, name: str, field: str, max_bytes: int, max_pixels: int) -> Upload:
+    """`data` as an `Upload` if it is one PNG, JPEG or WebP image within the limits, however it
+    arrived (a file part, a data: URL, a fetched URL); `name` says which input it is.
 
     The pixel count is checked from the header before any pixel is decoded, so a small file that
     claims to be enormous (a decompression bomb) is refused without being expanded.
     """
-    data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise APIError(
-            413, f"Image '{upload.filename}' is over the {max_bytes} byte limit.", param=field, code="file_too_large"
-        )
-    too_large = APIError(
-        400, f"Image '{upload.filename}' is over the {max_pixels} pixel limit.", param=field, code="image_too_large"
-    )
+        raise APIError(413, f"{name} is over the {max_bytes} byte limit.", param=field, code="file_too_large")
+    too_large = APIError(400, f"{name} is over the {max_pixels} pixel limit.", param=field, code="image_too_large")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -121,7 +127,7 @@ async def read_image_upload(
                 raise too_large
             if image.format not in _ALLOWED_IMAGE_FORMATS:
                 raise bad_request(
-                    f"Image '{upload.filename}' is {image.format}; send PNG, JPEG or WebP.",
+                    f"{name} is {image.format}; send PNG, JPEG or WebP.",
                     param=field,
                     code="invalid_image_format",
                 )
@@ -130,8 +136,6 @@ async def read_image_upload(
         raise too_large from None
     except (OSError, SyntaxError, ValueError):
         raise bad_request(
-            f"File '{upload.filename}' is not a valid PNG, JPEG or WebP image.",
-            param=field,
-            code="invalid_image",
+            f"{name} is not a valid PNG, JPEG or WebP image.", param=field, code="invalid_image"
         ) from None
     return Upload(field, data, _ALLOWED_IMAGE_FORMATS[image.format], width, height)

@@ -43,11 +43,24 @@ class GenerationExtensions(StrictRequest):
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
+class InputReference(BaseModel):
+    """`input_reference` as an object: the SDK's `extra_body` sends it as the form fields
+    `input_reference[image_url]` / `input_reference[file_id]`, JSON callers as an object. (The
+    file-part form never reaches the model: it arrives as an upload.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An https URL, or a data: URL (`data:image/png;base64,...`); its size is checked once decoded.
+    image_url: str | None = None
+    file_id: Annotated[str, Field(max_length=256)] | None = None
+
+
 class VideoCreateRequest(GenerationExtensions):
     prompt: Prompt
     model: str | None = None
     seconds: str | None = None
     size: str | None = None
+    input_reference: InputReference | None = None
 
     @field_validator("seconds", mode="before")
     @classmethod

@@ -32,25 +32,30 @@ from worker.webhook_signing import default_webhook_url_for, signing_secret_for
 log = logging.getLogger("darkroom.api")
 
 
-def resolve_model(services: Services, name: str | None, family: Family) -> ModelSpec:
-    """The served model for this endpoint; without a name, the first served one of its family."""
+def resolve_model(
+    services: Services, name: str | None, family: Family, *, also: tuple[Family, ...] = ()
+) -> ModelSpec:
+    """The served model for this endpoint; without a name, the first served one of `family`.
+    A named model may also be of the families in `also` (videos: image-to-video besides)."""
     served = [REGISTRY[served_name] for served_name in services.settings.models]
-    of_family = [spec for spec in served if spec.family == family]
+    accepted = (family, *also)
     if name is None:
+        of_family = [spec for spec in served if spec.family == family]
         if not of_family:
             raise bad_request(f"This deployment serves no {family} model.", param="model", code="model_not_found")
         return of_family[0]
     spec = next((spec for spec in served if spec.name == name), None)
+    wanted = " or ".join(accepted)
     if spec is None:
-        names = ", ".join(s.name for s in of_family) or "none"
+        names = ", ".join(s.name for s in served if s.family in accepted) or "none"
         raise bad_request(
-            f"The model '{name}' is not served here. {family} models served: {names}.",
+            f"The model '{name}' is not served here. {wanted} models served: {names}.",
             param="model",
             code="model_not_found",
         )
-    if spec.family != family:
+    if spec.family not in accepted:
         raise bad_request(
-            f"The model '{name}' is a {spec.family} model; this endpoint needs a {family} model.",
+            f"The model '{name}' is a {spec.family} model; this endpoint needs a {wanted} model.",
             param="model",
             code="model_not_supported",
         )

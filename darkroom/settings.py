@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     image_wait_timeout_s: float = 300.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
+    # `input_reference[image_url]`: the API fetches the image when the request arrives, within
+    # `max_upload_bytes` and this many seconds overall, from public https hosts only, unless
+    # plain http or a private host / CIDR is allowed here (checked like webhook URLs).
+    image_url_timeout_s: float = 10.0
+    image_url_allow_http: bool = False
+    image_url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # A running job's row is read this often for a cancel (so the GPU stops within about a step)
     # and its progress and heartbeat are written every `heartbeat_interval_s`, all off the
     # denoising thread.
@@ -191,7 +197,7 @@ class Settings(BaseSettings):
     worker_heartbeat_interval_s: float = 5.0
     worker_forget_after_s: float = 24 * 3600.0
 
-    @field_validator("api_keys", "models", "webhook_allowed_hosts", mode="before")
+    @field_validator("api_keys", "models", "webhook_allowed_hosts", "image_url_allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -203,7 +209,7 @@ class Settings(BaseSettings):
     def _webhook_secret_format(cls, value: str | None) -> str | None:
         return _webhook_secret(value)
 
-    @field_validator("webhook_allowed_hosts")
+    @field_validator("webhook_allowed_hosts", "image_url_allowed_hosts")
     @classmethod
     def _allowed_hosts_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:

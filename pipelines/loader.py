@@ -36,7 +36,13 @@ from pipelines.memory import (
 )
 from pipelines.parallel import ParallelPlan, enable_context_parallel, group_mesh
 from pipelines.registry import Family, ModelSpec
-from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
+from pipelines.runners import (
+    ImageEditRunner,
+    ImageToVideoRunner,
+    Runner,
+    TextToImageRunner,
+    TextToVideoRunner,
+)
 from pipelines.tiny import build_tiny_model
 from pipelines.types import GenerationRequest
 
@@ -46,6 +52,7 @@ _RUNNERS: dict[Family, type[Runner]] = {
     Family.TEXT_TO_IMAGE: TextToImageRunner,
     Family.IMAGE_EDIT: ImageEditRunner,
     Family.TEXT_TO_VIDEO: TextToVideoRunner,
+    Family.IMAGE_TO_VIDEO: ImageToVideoRunner,
 }
 
 
@@ -82,7 +89,7 @@ def load_pipeline(
     """Load `spec`'s pipeline onto `device` as `memory` says, refusing first, with the numbers,
     when the device has no room for it (pipelines/memory.py)."""
     path = resolve_model_path(spec, models_dir)
-    dtype = getattr(torch, spec.dtype)
+    dtype = component_dtypes(spec)
     weights = component_weight_bytes(path, dtype)
     check_device_memory(spec.name, device, weights, memory)
     check_host_memory(spec.name, weights, memory)
@@ -98,6 +105,14 @@ def load_pipeline(
     place_pipeline(pipeline, device, memory)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def component_dtypes(spec: ModelSpec) -> torch.dtype | dict[str, torch.dtype]:
+    """The dtype to load in: the spec's, or per component where some must stay float32."""
+    dtype = getattr(torch, spec.dtype)
+    if not spec.float32_components:
+        return dtype
+    return {"default": dtype, **{name: torch.float32 for name in spec.float32_components}}
 
 
 def load_runner(

@@ -47,12 +47,14 @@ class InsufficientMemoryError(RuntimeError):
     """The device cannot hold the model with the required headroom; the message has the numbers."""
 
 
-def component_weight_bytes(model_path: Path, dtype: torch.dtype) -> dict[str, int]:
-    """Bytes each pipeline component's weights take once loaded in `dtype`, from the headers of
-    its safetensors files: floating tensors are cast to `dtype` on load, others keep theirs."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
+def component_weight_bytes(model_path: Path, dtype: torch.dtype | dict[str, torch.dtype]) -> dict[str, int]:
+    """Bytes each pipeline component's weights take once loaded in `dtype` (one, or per component
+    with a "default" as `from_pretrained` takes it), from the headers of its safetensors files:
+    floating tensors are cast to the dtype on load, others keep theirs."""
     sizes: dict[str, int] = {}
     for component in sorted(path for path in Path(model_path).iterdir() if path.is_dir()):
+        loaded_as = dtype.get(component.name, dtype["default"]) if isinstance(dtype, dict) else dtype
+        itemsize = torch.empty((), dtype=loaded_as).element_size()
         total = 0
         for file in component.glob("*.safetensors"):
             for tensor in _safetensors_header(file).values():

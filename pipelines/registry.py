@@ -7,78 +7,20 @@ randomly initialised pipelines of the same classes that `pipelines.tiny` builds 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pipelines.cache_policy import NO_CACHE, CachePolicy, MagCache
+from pipelines.rules import FrameRule, SizeRule
+
+__all__ = ["REGISTRY", "TINY_MODELS", "Family", "FrameRule", "ModelSpec", "SizeRule", "get_model"]
 
 
 class Family(StrEnum):
     TEXT_TO_IMAGE = "text-to-image"
     IMAGE_EDIT = "image-edit"
     TEXT_TO_VIDEO = "text-to-video"
-
-
-_SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-
-
-@dataclass(frozen=True)
-class SizeRule:
-    """Allowed output sizes: both sides a multiple of `multiple`, within [min_side, max_side]."""
-
-    default: tuple[int, int]  # (width, height)
-    multiple: int
-    min_side: int
-    max_side: int
-
-    def describe(self) -> str:
-        return (
-            f"WIDTHxHEIGHT with each side a multiple of {self.multiple} "
-            f"between {self.min_side} and {self.max_side}"
-        )
-
-    def parse(self, size: str) -> tuple[int, int]:
-        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed."""
-        match = _SIZE_PATTERN.match(size.strip())
-        if not match:
-            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe()}")
-        width, height = int(match.group(1)), int(match.group(2))
-        for side in (width, height):
-            if not self.min_side <= side <= self.max_side or side % self.multiple:
-                raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
-        return width, height
-
-    def fit(self, width: int, height: int) -> tuple[int, int]:
-        """The allowed size closest to an input image's aspect ratio, at most the default area."""
-        area = self.default[0] * self.default[1]
-        scale = min(1.0, (area / (width * height)) ** 0.5)
-        return self._clamp(width * scale), self._clamp(height * scale)
-
-    def _clamp(self, side: float) -> int:
-        rounded = max(self.multiple, round(side / self.multiple) * self.multiple)
-        return min(self.max_side, max(self.min_side, rounded))
-
-
-@dataclass(frozen=True)
-class FrameRule:
-    """`seconds` -> frame count at the model's frame rate, rounded up to 4k+1 (Wan's VAE rule)."""
-
-    fps: int
-    allowed_seconds: tuple[str, ...]
-    default_seconds: str
-
-    def describe(self) -> str:
-        return f"frames = seconds x {self.fps} fps, rounded up to the next 4k+1"
-
-    def frames_for(self, seconds: str) -> int:
-        if seconds not in self.allowed_seconds:
-            raise ValueError(
-                f"seconds {seconds!r} is not allowed for this model; "
-                f"allowed: {', '.join(self.allowed_seconds)}"
-            )
-        wanted = int(seconds) * self.fps
-        return 4 * -(-wanted // 4) + 1
+    IMAGE_TO_VIDEO = "image-to-video"  # a video that starts from `input_reference`
 
 
 @dataclass(frozen=True)
@@ -100,7 +42,10 @@ class ModelSpec:
     negative_prompt: str | None = None
     max_steps: int = 100  # more buys nothing on these schedulers and holds a GPU for minutes
     max_images: int = 4  # `n`
-    max_input_images: int = 0  # image inputs an edit accepts
+    max_input_images: int = 0  # image inputs an edit accepts; an image-to-video model takes 1
+    # Components loaded in float32 whatever `dtype` says: the Wan 2.1 image-to-video model card
+    # loads its VAE and CLIP image encoder in float32 and only the rest in bfloat16.
+    float32_components: tuple[str, ...] = ()
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
@@ -202,6 +147,31 @@ REGISTRY: dict[str, ModelSpec] = {
             dtype="bfloat16",
             owned_by="Wan-AI",
         ),
+        *(
+            ModelSpec(
+                # Model cards and diffusers' WanImageToVideoPipeline example: one input image
+                # (the first frame, also seen by a CLIP image encoder), 81 frames at 16 fps, 50
+                # steps, guidance 5.0, the size fitted to the image's aspect ratio at 480x832 or
+                # 720x1280 pixels; the VAE and image encoder in float32. Two checkpoints, one
+                # per resolution, each trained at its own area: the side limits keep a request
+                # near it.
+                name=f"Wan-AI/Wan2.1-I2V-14B-{resolution}-Diffusers",
+                family=Family.IMAGE_TO_VIDEO,
+                pipeline_class="WanImageToVideoPipeline",
+                source=f"Wan-AI/Wan2.1-I2V-14B-{resolution}-Diffusers",
+                size=SizeRule(default=default, multiple=16, min_side=256, max_side=max_side),
+                frames=FrameRule(fps=16, allowed_seconds=("1", "2", "3", "4", "5"), default_seconds="5"),
+                steps=50,
+                guidance_scale=5.0,
+                negative_prompt=_WAN_NEGATIVE_PROMPT,
+                max_images=1,
+                max_input_images=1,
+                dtype="bfloat16",
+                float32_components=("vae", "image_encoder"),
+                owned_by="Wan-AI",
+            )
+            for resolution, default, max_side in (("480P", (832, 480), 832), ("720P", (1280, 720), 1280))
+        ),
         ModelSpec(
             # FluxPipeline.__call__ defaults (diffusers 0.42): 28 steps, guidance_scale 3.5, which
             # FLUX.1-dev takes as an embedded input (guidance-distilled: no negative prompt, no
@@ -263,6 +233,24 @@ REGISTRY: dict[str, ModelSpec] = {
             guidance_scale=5.0,
             negative_prompt="low quality",
             max_images=1,
+            max_steps=_TINY_MAX_STEPS,
+            dtype="float32",
+            owned_by="darkroom",
+        ),
+        ModelSpec(
+            name="tiny-wan-i2v",
+            family=Family.IMAGE_TO_VIDEO,
+            pipeline_class="WanImageToVideoPipeline",
+            source="tiny-wan-i2v",
+            size=_TINY_SIZE,
+            frames=FrameRule(
+                fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
+            ),
+            steps=4,
+            guidance_scale=5.0,
+            negative_prompt="low quality",
+            max_images=1,
+            max_input_images=1,
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",

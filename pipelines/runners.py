@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
+from PIL import Image
 
 from pipelines.acceleration import (
     Policy,
@@ -186,6 +187,13 @@ class ImageEditRunner(Runner):
 
 class TextToVideoRunner(Runner):
     def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> VideoOutput:
+        output, timings = self._call(self._video_kwargs(request), request, on_step)
+        # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
+        frames = np.clip(output.frames[0], 0.0, 1.0)
+        frames = (frames * 255.0).round().astype(np.uint8)
+        return VideoOutput(frames=frames, fps=self.spec.frames.fps, timings=timings)
+
+    def _video_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         if request.num_frames is None or self.spec.frames is None:
             raise ValueError(f"{self.spec.name} needs num_frames for a video request")
         if request.num_images != 1:
@@ -197,9 +205,31 @@ class TextToVideoRunner(Runner):
         kwargs["output_type"] = "np"
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
+        return kwargs
 
-        output, timings = self._call(kwargs, request, on_step)
-        # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
-        frames = np.clip(output.frames[0], 0.0, 1.0)
-        frames = (frames * 255.0).round().astype(np.uint8)
-        return VideoOutput(frames=frames, fps=self.spec.frames.fps, timings=timings)
+
+class ImageToVideoRunner(TextToVideoRunner):
+    """A video whose first frame is the request's one input image, brought to the video size."""
+
+    def _video_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        if len(request.images) != 1:
+            raise ValueError(
+                f"{self.spec.name} starts a video from exactly 1 input image, got {len(request.images)}"
+            )
+        kwargs = super()._video_kwargs(request)
+        kwargs["image"] = cover_and_center_crop(request.images[0], request.width, request.height)
+        return kwargs
+
+
+def cover_and_center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """`image` scaled to cover width x height, its overflow cut equally from both sides.
+
+    Done here because the pipeline would stretch it to the video size: a portrait photo in a
+    landscape video would come out squashed. Cropping keeps proportions and fills the frame.
+    """
+    image = image.convert("RGB")
+    scale = max(width / image.width, height / image.height)
+    covered = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    resized = image.resize(covered, Image.Resampling.LANCZOS)
+    left, top = (covered[0] - width) // 2, (covered[1] - height) // 2
+    return resized.crop((left, top, left + width, top + height))

@@ -23,13 +23,10 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKLQwenImage,
-    AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     QwenImageEditPlusPipeline,
     QwenImagePipeline,
     QwenImageTransformer2DModel,
-    WanPipeline,
-    WanTransformer3DModel,
 )
 from filelock import FileLock
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -38,8 +35,6 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
     T5Tokenizer,
-    UMT5Config,
-    UMT5EncoderModel,
 )
 
 from pipelines import processor_compat
@@ -236,53 +231,30 @@ def tiny_t5_encoder(model_class, config_class, tokenizer):
     ).eval()
 
 
-def build_tiny_wan(target: Path) -> None:
-    tokenizer = build_t5_tokenizer()
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(
-        base_dim=3,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],  # 8x spatial, 4x temporal: frames are 4k+1
-    )
-    text_encoder = tiny_t5_encoder(UMT5EncoderModel, UMT5Config, tokenizer)
-    torch.manual_seed(0)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,  # the text encoder's d_model
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        transformer=transformer,
-    )
-    pipe.save_pretrained(target)
-
-
+# Imported on use: these modules import this one for the corpus, tokenizers and Wan parts.
 def _build_tiny_flux(target: Path) -> None:
-    # Imported on use: pipelines.tiny_flux imports this module for the corpus and T5 tokenizer.
     from pipelines.tiny_flux import build_tiny_flux
 
     build_tiny_flux(target)
 
 
+def _build_tiny_wan(target: Path) -> None:
+    from pipelines.tiny_wan import build_tiny_wan
+
+    build_tiny_wan(target)
+
+
+def _build_tiny_wan_i2v(target: Path) -> None:
+    from pipelines.tiny_wan import build_tiny_wan_i2v
+
+    build_tiny_wan_i2v(target)
+
+
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen-image": build_tiny_qwen_image,
     "tiny-qwen-image-edit": build_tiny_qwen_image_edit,
-    "tiny-wan": build_tiny_wan,
+    "tiny-wan": _build_tiny_wan,
+    "tiny-wan-i2v": _build_tiny_wan_i2v,
     "tiny-flux": _build_tiny_flux,
 }
 

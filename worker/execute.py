@@ -23,7 +23,7 @@ from darkroom.settings import Settings
 from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
-from storage.models import Job
+from storage.models import Job, JobKind
 from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
 from worker.presence import WorkerStats
 from worker.retention import delete_blobs
@@ -89,8 +89,15 @@ def _execute(ctx: WorkerContext, job_id: str) -> None:
         ctx.stats.job_left()
         return
     ctx.stats.job_finished(job.model, timings=timings, run_s=time.monotonic() - started, error=error)
-    if job.input_keys and not ctx.settings.keep_inputs:
+    if job.input_keys and not ctx.settings.keep_inputs and not _inputs_outlive_the_run(job, ended):
         delete_blobs(ctx.blobs, f"inputs/{job_id}")
+
+
+def _inputs_outlive_the_run(job: Job, ended: Ended) -> bool:
+    """A completed video keeps its input image (image-to-video's first frame) as long as its
+    outputs: a remix reruns it from the same image. Result retention deletes both together
+    (worker/retention.py), and deleting the video deletes both at once."""
+    return ended is Ended.COMPLETED and job.kind == JobKind.VIDEO
 
 
 class Ended(Enum):

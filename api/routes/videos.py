@@ -13,7 +13,8 @@ from api.bodies import read_body
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
-from api.remix import remix_params, remixable_model
+from api.input_reference import HOW_TO_SEND, read_reference, reference_source
+from api.remix import remix_params, remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
 from api.submission import generation_params, parse_size, resolve_model, submit
 from pipelines.registry import Family
@@ -26,23 +27,43 @@ VIDEO_KINDS = (JobKind.VIDEO,)
 
 @router.post("", response_model=Video)
 async def create_video(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep) -> Video:
+    settings = services.settings
     body, files = await read_body(
-        request, VideoCreateRequest, file_fields=("input_reference",), max_bytes=services.settings.max_upload_bytes
+        request, VideoCreateRequest, file_fields=("input_reference",), max_bytes=settings.max_upload_bytes
     )
-    spec = resolve_model(services, body.model, Family.TEXT_TO_VIDEO)
-    if files:
+    reference = reference_source(body, files)
+    # Without a model, an input image picks the first image-to-video model, else text-to-video.
+    default_family = Family.IMAGE_TO_VIDEO if reference is not None else Family.TEXT_TO_VIDEO
+    spec = resolve_model(
+        services, body.model, default_family, also=(Family.TEXT_TO_VIDEO, Family.IMAGE_TO_VIDEO)
+    )
+    if spec.family == Family.TEXT_TO_VIDEO and reference is not None:
         raise bad_request(
             f"The model '{spec.name}' is text-to-video and takes no input_reference.",
             param="input_reference",
             code="unsupported_parameter",
         )
-    width, height = parse_size(spec, body.size)
+    if spec.family == Family.IMAGE_TO_VIDEO and reference is None:
+        raise bad_request(
+            f"The model '{spec.name}' is image-to-video: it needs the image the video starts "
+            f"from. {HOW_TO_SEND}",
+            param="input_reference",
+            code="missing_required_parameter",
+        )
     seconds = body.seconds or spec.frames.default_seconds
     try:
         num_frames = spec.frames.frames_for(seconds)
     except ValueError as error:
         raise bad_request(str(error), param="seconds") from None
-    params = generation_params(services.settings, spec, body, width, height) | {
+    # The size is checked before the image is fetched: a bad request costs no download.
+    size = parse_size(spec, body.size) if body.size not in (None, "auto") else None
+    uploads = [await read_reference(reference, settings)] if reference is not None else []
+    if size is None:
+        # An image-to-video model runs at its trained area, in the input image's aspect ratio.
+        image = uploads[0] if uploads else None
+        size = spec.size.fit(image.width, image.height, upscale=True) if image else spec.size.default
+    width, height = size
+    params = generation_params(settings, spec, body, width, height) | {
         "seconds": seconds,
         "num_frames": num_frames,
         "fps": spec.frames.fps,
@@ -56,6 +77,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         owner=owner,
         body=body,
         params=params,
+        uploads=uploads,
         idempotency_key=idempotency_key(request),
     )
     return Video.from_job(job)
@@ -149,6 +171,8 @@ def _remix(
         owner=owner,
         body=body,
         params=remix_params(source, body.prompt),
+        # An image-to-video source's first frame, stored again as the remix's own input.
+        uploads=source_inputs(source, services.blobs),
         idempotency_key=key,
         remixed_from_video_id=source.id,
     )

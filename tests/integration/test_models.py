@@ -8,7 +8,7 @@ import pytest
 
 def test_list_models(client):
     models = {model.id: model for model in client.models.list()}
-    assert set(models) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan", "tiny-flux"}
+    assert set(models) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan", "tiny-wan-i2v", "tiny-flux"}
     assert models["tiny-wan"].object == "model" and models["tiny-wan"].owned_by == "darkroom"
     assert models["tiny-wan"].model_extra["family"] == "text-to-video"
 
@@ -40,6 +40,11 @@ def test_models_show_their_limits_and_defaults(client):
     assert edit["family"] == "image-edit" and edit["max_input_images"] == 3
     assert flux["defaults"]["guidance_scale"] == 3.5 and flux["defaults"]["negative_prompt"] is None
     assert all(model["max_num_inference_steps"] == 200 for model in models.values())
+
+    # Image-to-video: text-to-video's limits, plus the one input image it needs.
+    i2v = models["tiny-wan-i2v"]
+    assert (i2v["family"], i2v["max_input_images"], i2v["max_images"]) == ("image-to-video", 1, 1)
+    assert (i2v["sizes"], i2v["seconds"], i2v["defaults"]) == (wan["sizes"], wan["seconds"], wan["defaults"])
 
 
 def test_retrieve_model(client):

@@ -3,12 +3,17 @@ that is made to fail: the job's state is always written, whatever the store does
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy.exc import OperationalError
 
 from darkroom.settings import Settings
+from pipelines.types import ImageOutput, VideoOutput
 from storage import jobs
-from storage.blobs import LocalBlobStore
+from storage.blobs import BlobNotFound, LocalBlobStore
 from storage.models import Job, JobKind, JobStatus
 from worker.execute import WorkerContext, _retry_database, execute
 
@@ -73,3 +78,57 @@ def test_a_database_write_is_retried_through_an_outage_then_given_up(sessions):
 
         with pytest.raises(OperationalError):
             _retry_database(down, session, window_s=0)
+
+
+class StillRunner:
+    """Stands in for a resident pipeline that finishes: a short grey video or one grey image."""
+
+    def __init__(self, video: bool) -> None:
+        self.video = video
+
+    def run(self, request, on_step):
+        on_step(1, 1)
+        if self.video:
+            return VideoOutput(frames=np.full((5, 16, 16, 3), 128, np.uint8), fps=8)
+        return ImageOutput(images=[Image.new("RGB", (16, 16), "grey")])
+
+
+@pytest.mark.parametrize(
+    "kind,runner,inputs_kept",
+    [
+        # A completed image-to-video job keeps its first frame for remixes, as long as the video.
+        (JobKind.VIDEO, StillRunner(video=True), True),
+        (JobKind.VIDEO, BrokenRunner(), False),  # a failed one cannot be remixed
+        (JobKind.IMAGE_EDIT, StillRunner(video=False), False),  # an edit's inputs go when it ends
+    ],
+)
+def test_which_jobs_keep_their_input_images_once_run(tmp_path, sessions, kind, runner, inputs_kept):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path, job_watch_interval_s=0.01),
+        sessions=sessions,
+        blobs=blobs,
+        runners={"model": runner},
+        worker_id="test:1",
+    )
+    png = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(png, "PNG")
+    with sessions() as session:
+        job_id = jobs.new_job_id(kind)
+        blobs.put(f"inputs/{job_id}/0", png.getvalue(), "image/png")
+        params = {"prompt": "a fox", "width": 16, "height": 16, "seed": 1, "num_inference_steps": 1, "num_frames": 5}
+        jobs.create(
+            session, job_id=job_id, kind=kind, model="model", owner="o", params=params, input_keys=[f"inputs/{job_id}/0"]
+        )
+        session.commit()
+
+    execute(ctx, job_id)
+
+    with sessions() as session:
+        assert session.get(Job, job_id).status == (JobStatus.COMPLETED if runner.__class__ is StillRunner else JobStatus.FAILED)
+    kept = True
+    try:
+        blobs.get(f"inputs/{job_id}/0")
+    except BlobNotFound:
+        kept = False
+    assert kept == inputs_kept

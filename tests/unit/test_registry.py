@@ -30,6 +30,14 @@ def test_fit_keeps_the_aspect_ratio_within_the_default_area(width, height, expec
     assert RULE.fit(width, height) == expected
 
 
+@pytest.mark.parametrize(
+    "width,height,expected",
+    [(64, 64, (64, 64)), (32, 16, (96, 48)), (1000, 500, (96, 48)), (10, 10, (64, 64)), (100, 4000, (16, 256))],
+)
+def test_fit_with_upscale_brings_any_image_to_about_the_default_area(width, height, expected):
+    assert RULE.fit(width, height, upscale=True) == expected
+
+
 def test_seconds_map_to_frames_with_wans_4k_plus_1_rule():
     rule = FrameRule(fps=16, allowed_seconds=("1", "2", "5"), default_seconds="5")
     assert [rule.frames_for(s) for s in ("1", "2", "5")] == [17, 33, 81]
@@ -48,15 +56,17 @@ def test_every_entry_is_consistent():
     for name, spec in REGISTRY.items():
         assert spec.name == name
         assert spec.size.parse("{}x{}".format(*spec.size.default)) == spec.size.default
-        assert (spec.frames is not None) == (spec.family == Family.TEXT_TO_VIDEO)
-        assert (spec.max_input_images > 0) == (spec.family == Family.IMAGE_EDIT)
+        assert (spec.frames is not None) == (spec.family in (Family.TEXT_TO_VIDEO, Family.IMAGE_TO_VIDEO))
+        assert (spec.max_input_images > 0) == (spec.family in (Family.IMAGE_EDIT, Family.IMAGE_TO_VIDEO))
+        if spec.family == Family.IMAGE_TO_VIDEO:
+            assert spec.max_input_images == 1 and spec.pipeline_class == "WanImageToVideoPipeline"
         if spec.frames:
             assert spec.frames.default_seconds in spec.frames.allowed_seconds
         assert 1 <= spec.steps <= spec.max_steps
         # A negative prompt needs classifier-free guidance; every model with one runs CFG.
         if spec.true_cfg_scale is not None:
             assert spec.negative_prompt is not None
-    assert set(TINY_MODELS) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan", "tiny-flux"}
+    assert set(TINY_MODELS) == {"tiny-qwen-image", "tiny-qwen-image-edit", "tiny-wan", "tiny-wan-i2v", "tiny-flux"}
     assert get_model("Qwen/Qwen-Image-Edit-2511").pipeline_class == "QwenImageEditPlusPipeline"
     with pytest.raises(KeyError):
         get_model("sora-2")
@@ -100,3 +110,20 @@ def test_flux_dev_is_guidance_distilled():
     assert (spec.steps, spec.guidance_scale) == (28, 3.5)
     assert spec.true_cfg_scale is None and spec.negative_prompt is None
     assert spec.size.parse("1024x768") == (1024, 768)
+
+
+@pytest.mark.parametrize(
+    "name,default_size,max_side",
+    [("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", (832, 480), 832), ("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", (1280, 720), 1280)],
+)
+def test_wan_image_to_video_entries_match_their_model_cards(name, default_size, max_side):
+    spec = get_model(name)
+    assert (spec.family, spec.pipeline_class, spec.source) == (Family.IMAGE_TO_VIDEO, "WanImageToVideoPipeline", name)
+    assert (spec.size.default, spec.size.max_side, spec.size.multiple) == (default_size, max_side, 16)
+    assert spec.frames.fps == 16 and spec.frames.frames_for(spec.frames.default_seconds) == 81
+    assert (spec.steps, spec.guidance_scale, spec.true_cfg_scale) == (50, 5.0, None)
+    # The card loads the VAE and the CLIP image encoder in float32, the transformers in bfloat16.
+    assert (spec.dtype, spec.float32_components) == ("bfloat16", ("vae", "image_encoder"))
+    # A 4:3 photo runs at the checkpoint's trained area, in its own aspect ratio.
+    width, height = spec.size.fit(4000, 3000, upscale=True)
+    assert abs(width / height - 4 / 3) < 0.05 and 0.9 < width * height / (default_size[0] * default_size[1]) < 1.1

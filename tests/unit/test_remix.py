@@ -3,16 +3,20 @@ fingerprint differs from other requests', and the column that records its source
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from alembic import command
+from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import inspect
 
 from api.errors import APIError, validation_error
-from api.remix import remix_params, remixable_model
+from api.remix import remix_params, remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoRemixRequest
 from api.submission import _fingerprint
 from storage import jobs
+from storage.blobs import LocalBlobStore
 from storage.db import alembic_config, make_engine
 from storage.models import Job, JobKind, JobStatus
 
@@ -62,11 +66,25 @@ def test_only_a_completed_source_can_be_remixed(status):
     assert f"is {status};" in error.value.message
 
 
-def test_an_image_to_video_source_is_refused_clearly():
+def test_an_image_to_video_remix_carries_the_source_input_image(tmp_path):
+    blobs = LocalBlobStore(tmp_path)
+    png = io.BytesIO()
+    Image.new("RGB", (40, 24), "red").save(png, "PNG")
+    blobs.put("inputs/video_source/0", png.getvalue(), "image/png")
+    source = _source(model="tiny-wan-i2v", input_keys=["inputs/video_source/0"])
+
+    assert remixable_model(source, served=["tiny-wan-i2v"]).name == "tiny-wan-i2v"
+    [upload] = source_inputs(source, blobs)
+    assert (upload.data, upload.content_type, upload.width, upload.height) == (png.getvalue(), "image/png", 40, 24)
+    assert source_inputs(_source(), blobs) == []  # a text-to-video source has none
+
+
+def test_an_image_to_video_source_whose_image_is_gone_is_refused_clearly(tmp_path):
+    source = _source(model="tiny-wan-i2v", input_keys=["inputs/video_source/0"])
     with pytest.raises(APIError) as error:
-        remixable_model(_source(input_keys=["inputs/video_source/0"]), served=["tiny-wan"])
-    assert (error.value.status, error.value.code) == (400, "remix_not_supported")
-    assert "input_reference" in error.value.message
+        source_inputs(source, LocalBlobStore(tmp_path))
+    assert (error.value.status, error.value.code, error.value.param) == (400, "remix_not_supported", "video_id")
+    assert "input_reference image that is no longer stored" in error.value.message
 
 
 @pytest.mark.parametrize("model", ["tiny-wan", "no-such-model"])

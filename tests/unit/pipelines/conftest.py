@@ -36,6 +36,11 @@ def video_runner(models_dir: Path) -> Runner:
 
 
 @pytest.fixture(scope="session")
+def i2v_runner(models_dir: Path) -> Runner:
+    return load_runner(get_model("tiny-wan-i2v"), models_dir)
+
+
+@pytest.fixture(scope="session")
 def make_request():
     """`make_request(model, **overrides)`: a request with the model's defaults applied."""
     return _make_request

@@ -1,0 +1,72 @@
+"""A model's limits on what a request may ask: output sizes, and seconds as Wan frame counts.
+
+Pure data, no torch: the API checks requests with these and the registry gives each model its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Allowed output sizes: both sides a multiple of `multiple`, within [min_side, max_side]."""
+
+    default: tuple[int, int]  # (width, height)
+    multiple: int
+    min_side: int
+    max_side: int
+
+    def describe(self) -> str:
+        return (
+            f"WIDTHxHEIGHT with each side a multiple of {self.multiple} "
+            f"between {self.min_side} and {self.max_side}"
+        )
+
+    def parse(self, size: str) -> tuple[int, int]:
+        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed."""
+        match = _SIZE_PATTERN.match(size.strip())
+        if not match:
+            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe()}")
+        width, height = int(match.group(1)), int(match.group(2))
+        for side in (width, height):
+            if not self.min_side <= side <= self.max_side or side % self.multiple:
+                raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
+        return width, height
+
+    def fit(self, width: int, height: int, *, upscale: bool = False) -> tuple[int, int]:
+        """The allowed size closest to an input image's aspect ratio, at most the default area;
+        with `upscale`, exactly about the default area (a smaller image is scaled up)."""
+        area = self.default[0] * self.default[1]
+        scale = (area / (width * height)) ** 0.5
+        if not upscale:
+            scale = min(1.0, scale)
+        return self._clamp(width * scale), self._clamp(height * scale)
+
+    def _clamp(self, side: float) -> int:
+        rounded = max(self.multiple, round(side / self.multiple) * self.multiple)
+        return min(self.max_side, max(self.min_side, rounded))
+
+
+@dataclass(frozen=True)
+class FrameRule:
+    """`seconds` -> frame count at the model's frame rate, rounded up to 4k+1 (Wan's VAE rule)."""
+
+    fps: int
+    allowed_seconds: tuple[str, ...]
+    default_seconds: str
+
+    def describe(self) -> str:
+        return f"frames = seconds x {self.fps} fps, rounded up to the next 4k+1"
+
+    def frames_for(self, seconds: str) -> int:
+        if seconds not in self.allowed_seconds:
+            raise ValueError(
+                f"seconds {seconds!r} is not allowed for this model; "
+                f"allowed: {', '.join(self.allowed_seconds)}"
+            )
+        wanted = int(seconds) * self.fps
+        return 4 * -(-wanted // 4) + 1

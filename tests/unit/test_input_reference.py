@@ -1,0 +1,186 @@
+"""`input_reference` on video creates: which form the request used, data: URLs, and fetching
+an image URL within the limits through the SSRF-safe client, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import pytest
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.errors import APIError
+from api.input_reference import (
+    FILE_ID_PARAM,
+    URL_PARAM,
+    ReferenceSource,
+    decode_data_url,
+    fetch_image,
+    read_reference,
+    reference_source,
+)
+from api.schemas import VideoCreateRequest
+from darkroom.settings import Settings
+from tests.image_server import png_bytes, serve_images
+
+PNG = png_bytes((32, 16))
+MAX_BYTES = 64 * 1024
+
+
+def body(**fields) -> VideoCreateRequest:
+    return VideoCreateRequest(prompt="a fox", **fields)
+
+
+def upload(data: bytes = PNG, name: str = "ref.png") -> UploadFile:
+    import io
+
+    return UploadFile(io.BytesIO(data), filename=name)
+
+
+def refused(call, *args, **kwargs) -> APIError:
+    with pytest.raises(APIError) as error:
+        call(*args, **kwargs)
+    return error.value
+
+
+def test_no_reference_a_file_part_or_an_image_url():
+    assert reference_source(body(), {}) is None
+    part = upload()
+    assert reference_source(body(), {"input_reference": [part]}) == ReferenceSource(file=part)
+    named = body(input_reference={"image_url": " https://example.com/a.png "})
+    assert reference_source(named, {}) == ReferenceSource(image_url="https://example.com/a.png")
+
+
+@pytest.mark.parametrize(
+    "fields,files,status,param,code",
+    [
+        ({"input_reference": {"file_id": "file_123"}}, 0, 400, FILE_ID_PARAM, "unsupported_parameter"),
+        ({"input_reference": {}}, 0, 400, URL_PARAM, "missing_required_parameter"),
+        ({"input_reference": {"image_url": "  "}}, 0, 400, URL_PARAM, "missing_required_parameter"),
+        ({"input_reference": {"image_url": "https://example.com/a.png"}}, 1, 400, "input_reference", "invalid_value"),
+        ({}, 2, 400, "input_reference", "invalid_value"),
+    ],
+)
+def test_references_that_cannot_be_used_are_refused_naming_the_field(fields, files, status, param, code):
+    error = refused(reference_source, body(**fields), {"input_reference": [upload() for _ in range(files)]})
+    assert (error.status, error.param, error.code) == (status, param, code)
+    if param == FILE_ID_PARAM:
+        assert "no Files API" in error.message and "input_reference[image_url]" in error.message
+
+
+def test_an_unknown_field_in_the_object_is_a_validation_error():
+    with pytest.raises(ValidationError) as error:
+        body(input_reference={"image_url": "https://example.com/a.png", "url": "x"})
+    assert error.value.errors()[0]["loc"] == ("input_reference", "url")
+
+
+def test_a_data_url_decodes_to_its_bytes():
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert decode_data_url(url, max_bytes=MAX_BYTES) == PNG
+    assert decode_data_url(url.replace("data:image/png", "DATA:image/png;name=a.png"), max_bytes=MAX_BYTES) == PNG
+
+
+@pytest.mark.parametrize(
+    "url,status,code",
+    [
+        ("data:text/plain;base64,aGVsbG8=", 400, "invalid_image_url"),
+        ("data:image/png,rawbytes", 400, "invalid_image_url"),
+        ("data:image/png;base64", 400, "invalid_image_url"),
+        ("data:image/png;base64,not*base64!", 400, "invalid_image_url"),
+        ("data:image/png;base64," + "A" * (MAX_BYTES * 2), 413, "file_too_large"),
+    ],
+)
+def test_bad_data_urls_are_refused(url, status, code):
+    error = refused(decode_data_url, url, max_bytes=MAX_BYTES)
+    assert (error.status, error.param, error.code) == (status, URL_PARAM, code)
+
+
+def test_read_reference_validates_a_data_url_image_like_an_upload():
+    settings = Settings(max_upload_bytes=MAX_BYTES)
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    image = asyncio.run(read_reference(ReferenceSource(image_url=url), settings))
+    assert (image.data, image.content_type, image.width, image.height) == (PNG, "image/png", 32, 16)
+    not_an_image = "data:image/png;base64," + base64.b64encode(b"GIF89a nope").decode()
+    with pytest.raises(APIError) as error:
+        asyncio.run(read_reference(ReferenceSource(image_url=not_an_image), settings))
+    assert (error.value.param, error.value.code) == (URL_PARAM, "invalid_image")
+    part = asyncio.run(read_reference(ReferenceSource(file=upload()), settings))
+    assert (part.field, part.width) == ("input_reference", 32)
+
+
+@pytest.fixture(scope="module")
+def host():
+    with serve_images(image=PNG, too_large_bytes=MAX_BYTES * 2, slow_s=3.0) as served:
+        yield served
+
+
+def allowed(**overrides) -> Settings:
+    fields = {
+        "max_upload_bytes": MAX_BYTES,
+        "image_url_allow_http": True,
+        "image_url_allowed_hosts": ("127.0.0.1",),
+        "image_url_timeout_s": 1.0,
+    }
+    return Settings(**(fields | overrides))
+
+
+def test_an_allowed_url_is_fetched(host):
+    assert fetch_image(host.url("/image.png"), allowed()) == PNG
+
+
+@pytest.mark.parametrize(
+    "settings,expected",
+    [
+        (Settings(image_url_allow_http=True), "DARKROOM_IMAGE_URL_ALLOWED_HOSTS"),  # loopback
+        (Settings(image_url_allowed_hosts=("127.0.0.1",)), "DARKROOM_IMAGE_URL_ALLOW_HTTP"),  # plain http
+    ],
+)
+def test_loopback_and_plain_http_are_refused_unless_allowed_before_any_request(host, settings, expected):
+    before = len(host.requests)
+    error = refused(fetch_image, host.url("/image.png"), settings)
+    assert (error.status, error.param, error.code) == (400, URL_PARAM, "invalid_image_url")
+    assert expected in error.message
+    assert len(host.requests) == before  # refused before connecting
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.7/a.png", "https://169.254.169.254/latest", "ftp://example.com/a.png"])
+def test_private_link_local_and_other_schemes_are_refused(url):
+    error = refused(fetch_image, url, Settings(image_url_allow_http=True))
+    assert (error.status, error.code) == (400, "invalid_image_url")
+
+
+@pytest.mark.parametrize(
+    "path,status,code",
+    [
+        ("/declared-too-large", 413, "file_too_large"),
+        ("/streamed-too-large", 413, "file_too_large"),
+        ("/redirect", 400, "image_url_unreachable"),
+        ("/missing", 400, "image_url_unreachable"),
+    ],
+)
+def test_bad_answers_are_refused_naming_the_url(host, path, status, code):
+    error = refused(fetch_image, host.url(path), allowed())
+    assert (error.status, error.param, error.code) == (status, URL_PARAM, code)
+
+
+def test_a_slow_host_is_given_up_on_at_the_time_limit(host):
+    started = time.monotonic()
+    error = refused(fetch_image, host.url("/slow"), allowed(image_url_timeout_s=0.5))
+    assert (error.status, error.param, error.code) == (400, URL_PARAM, "image_url_timeout")
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_host_that_drips_its_image_is_given_up_on_at_the_overall_limit(host):
+    # Every read is within the 0.6 s timeout; only the deadline over the whole download stops it.
+    assert fetch_image(host.url("/drip"), allowed(image_url_timeout_s=5.0)) == PNG
+    started = time.monotonic()
+    error = refused(fetch_image, host.url("/drip"), allowed(image_url_timeout_s=0.6))
+    assert (error.status, error.code) == (400, "image_url_timeout")
+    assert time.monotonic() - started < 2.0  # the whole drip takes 2.5 s
+
+
+def test_a_host_that_is_not_listening_is_unreachable():
+    error = refused(fetch_image, "http://127.0.0.1:9/a.png", allowed())
+    assert (error.status, error.code) == (400, "image_url_unreachable")
