@@ -32,21 +32,33 @@ class SizeRule:
     min_side: int
     max_side: int
 
-    def describe(self) -> str:
+    def describe(self, rounded: bool = False) -> str:
+        if rounded:
+            return (
+                f"WIDTHxHEIGHT, each side rounded to the nearest multiple of {self.multiple} "
+                f"(halves up), then between {self.min_side} and {self.max_side}"
+            )
         return (
             f"WIDTHxHEIGHT with each side a multiple of {self.multiple} "
             f"between {self.min_side} and {self.max_side}"
         )
 
-    def parse(self, size: str) -> tuple[int, int]:
-        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed."""
+    def parse(self, size: str, rounded: bool = False) -> tuple[int, int]:
+        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed.
+
+        `rounded`: each side is first rounded to the nearest multiple (`70x50` -> `64x48` on a
+        multiple of 16) instead of refused; the rounded sides must still be within the range.
+        """
         match = _SIZE_PATTERN.match(size.strip())
         if not match:
-            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe()}")
-        width, height = int(match.group(1)), int(match.group(2))
+            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe(rounded)}")
+        width, height = (int(side) for side in match.groups())
+        if rounded:
+            half = self.multiple // 2
+            width, height = ((side + half) // self.multiple * self.multiple for side in (width, height))
         for side in (width, height):
             if not self.min_side <= side <= self.max_side or side % self.multiple:
-                raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
+                raise ValueError(f"size {size!r} is not allowed; expected {self.describe(rounded)}")
         return width, height
 
     def fit(self, width: int, height: int) -> tuple[int, int]:
@@ -104,6 +116,12 @@ class ModelSpec:
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
+    # The diffusers pipeline an edit with a `mask` runs through, built with `from_pipe` on the
+    # loaded edit pipeline (pipelines/inpaint.py); None: the model takes no mask.
+    inpaint_pipeline_class: str | None = None
+    # How far a masked edit re-noises the masked area (diffusers' `strength`, 0 < s <= 1); 1.0
+    # repaints it from noise, as diffusers' own Qwen-Image-Edit inpainting example does.
+    strength: float = 1.0
     # The cache a job runs with unless it asks for another (or the operator sets one per model).
     cache: CachePolicy = NO_CACHE
     # Name of the per-step MagCache ratios calibrated for this checkpoint (pipelines.acceleration
@@ -150,6 +168,7 @@ REGISTRY: dict[str, ModelSpec] = {
             true_cfg_scale=4.0,
             negative_prompt=" ",
             max_input_images=3,
+            inpaint_pipeline_class="QwenImageEditInpaintPipeline",
             dtype="bfloat16",
             owned_by="Qwen",
         ),
@@ -246,6 +265,7 @@ REGISTRY: dict[str, ModelSpec] = {
             negative_prompt=" ",
             max_input_images=3,
             edit_vae_image_area=64 * 64,
+            inpaint_pipeline_class="QwenImageEditInpaintPipeline",
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",
