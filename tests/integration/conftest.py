@@ -9,9 +9,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import openai
 import pytest
+from sqlalchemy import create_engine, func, select
 
+from storage.models import Job
 from tests.processes import free_port, make_bucket, spawn, stop, wait_for_port
 from tests.stack import KEY_A, KEY_B, LiveStack, create_database, drop_database, start_stack
 
@@ -67,3 +70,25 @@ def spawn_api(stack, tmp_path) -> Iterator:
     yield start
     for process in started:
         stop(process)
+
+
+@pytest.fixture
+def nothing_written(stack):
+    """Asserts, after the test, that no job row and no blob was added during it."""
+    engine = create_engine(stack.env["DARKROOM_DATABASE_URL"])
+    s3 = boto3.client(
+        "s3", endpoint_url=stack.env["DARKROOM_S3_ENDPOINT_URL"], region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+    )
+    bucket = stack.env["DARKROOM_S3_BUCKET"]
+
+    def snapshot():
+        with engine.connect() as connection:
+            rows = connection.execute(select(func.count()).select_from(Job)).scalar_one()
+        keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+        return rows, {key for key in keys if key.startswith("inputs/")}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before
+    engine.dispose()
