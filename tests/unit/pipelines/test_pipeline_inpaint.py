@@ -8,13 +8,18 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditInpaintPipeline
+from diffusers import (
+    FlowMatchEulerDiscreteScheduler,
+    QwenImageEditInpaintPipeline,
+    QwenImageTransformer2DModel,
+)
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint
 from PIL import Image
 
 from pipelines.inpaint import build_inpaint_pipeline, steps_run
 from pipelines.loader import load_pipeline
 from pipelines.registry import get_model
+from pipelines.runners import ImageEditRunner
 
 EDIT = "tiny-qwen-image-edit"
 
@@ -143,3 +148,20 @@ def test_a_mask_needs_one_image_of_its_size(edit_runner, make_request):
         edit_runner.run(make_request(EDIT, images=(input_image(64, 64, 0),) * 2, mask=mask))
     with pytest.raises(ValueError, match="must match"):
         edit_runner.run(make_request(EDIT, images=(input_image(32, 64, 0),), mask=mask))
+
+
+def test_a_masked_edit_runs_on_a_transformer_with_2511s_zero_cond_t(models_dir, make_request):
+    # Qwen-Image-Edit-2511's transformer config sets zero_cond_t (the reference image's tokens are
+    # modulated at timestep 0); the tiny model's does not. The same weights with it on:
+    spec = get_model(EDIT)
+    base = load_pipeline(spec, models_dir)
+    transformer = QwenImageTransformer2DModel.from_config({**base.transformer.config, "zero_cond_t": True})
+    transformer.load_state_dict(base.transformer.state_dict())
+    base.register_modules(transformer=transformer)
+    runner = ImageEditRunner(spec, base)
+    assert runner.inpaint.transformer is transformer and transformer.zero_cond_t
+
+    image = input_image(64, 48, 4)
+    output = runner.run(make_request(EDIT, images=(image,), mask=mask_left(64, 48, 32), width=64, height=48, num_images=2))
+    assert [result.size for result in output.images] == [(64, 48), (64, 48)]
+    assert all(np.array_equal(np.asarray(result)[:, 32:], np.asarray(image)[:, 32:]) for result in output.images)
