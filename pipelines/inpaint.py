@@ -13,10 +13,11 @@ narrow adaptations, each checked by a test (tests/unit/pipelines/test_pipeline_i
    the call that function answers with the requested size, so the output is the size asked for,
    the image and mask are resized to it, and a tiny model's masked edit takes a fraction of a
    second on a CPU instead of a minute (the edit pipeline's VAE area has the same trick).
-3. Prompt template. The inpaint pipeline comes from the first Qwen-Image-Edit and encodes
-   `<image>prompt`; the Plus checkpoints (2509, 2511) are prompted with `Picture 1: <image>prompt`.
-   It gets the Plus pipeline's template for one image, so a masked edit's prompt embeddings are
-   the ones an unmasked edit of the same image would get.
+3. Prompt. The inpaint pipeline comes from the first Qwen-Image-Edit: it encodes `<image>prompt`
+   and shows the vision encoder the image at the output size (about 1,300 vision tokens at 1 MP).
+   The Plus checkpoints (2509, 2511) are prompted with `Picture 1: <image>prompt` and a condition
+   image of about 384x384 (about 190 tokens). `QwenImageEditPlusInpaintPipeline` does the latter,
+   so a masked edit's prompt embeddings are the ones an unmasked edit of the same image gets.
 
 The inpaint pipeline blends latents (outside the mask, the input's latents at each step), so the
 pixels outside the mask only come back through a VAE round trip; the runner pastes the input's
@@ -31,7 +32,11 @@ from typing import Any
 
 import diffusers
 from diffusers import QwenImageEditInpaintPipeline, QwenImageEditPlusPipeline
-from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint
+from diffusers.pipelines.qwenimage import (
+    pipeline_qwenimage_edit_inpaint,
+    pipeline_qwenimage_edit_plus,
+)
+from PIL import Image
 
 from pipelines.registry import ModelSpec
 
@@ -43,16 +48,34 @@ def build_inpaint_pipeline(spec: ModelSpec, base: Any) -> Any:
     """`spec`'s inpainting pipeline sharing every component of the loaded `base` pipeline."""
     if spec.inpaint_pipeline_class is None:
         raise ValueError(f"{spec.name} takes no mask")
+    pipeline_class = getattr(diffusers, spec.inpaint_pipeline_class)
+    plus = isinstance(base, QwenImageEditPlusPipeline) and pipeline_class is QwenImageEditInpaintPipeline
+    if plus:
+        pipeline_class = QwenImageEditPlusInpaintPipeline
     dtypes = _parameter_dtypes(base)
-    inpaint = getattr(diffusers, spec.inpaint_pipeline_class).from_pipe(base, dtype=base.dtype)
+    inpaint = pipeline_class.from_pipe(base, dtype=base.dtype)
     changed = sorted(name for name, dtype in _parameter_dtypes(base).items() if dtypes[name] != dtype)
     if changed:
         raise RuntimeError(f"building {spec.inpaint_pipeline_class} changed the dtype of {', '.join(changed[:5])}")
-    if isinstance(base, QwenImageEditPlusPipeline) and isinstance(inpaint, QwenImageEditInpaintPipeline):
+    if plus:
         inpaint.prompt_template_encode = base.prompt_template_encode.format(_PLUS_ONE_IMAGE + "{}")
         inpaint.prompt_template_encode_start_idx = base.prompt_template_encode_start_idx
     inpaint.set_progress_bar_config(disable=True)
     return inpaint
+
+
+class QwenImageEditPlusInpaintPipeline(QwenImageEditInpaintPipeline):
+    """`QwenImageEditInpaintPipeline` prompting as `QwenImageEditPlusPipeline` does (adaptation 3):
+    the vision encoder sees the image at the Plus pipeline's condition area, about 384x384.
+    `build_inpaint_pipeline` sets the Plus template on it."""
+
+    def encode_prompt(self, prompt, image=None, *args, **kwargs):
+        if isinstance(image, Image.Image):
+            width, height = pipeline_qwenimage_edit_plus.calculate_dimensions(
+                pipeline_qwenimage_edit_plus.CONDITION_IMAGE_SIZE, image.width / image.height
+            )
+            image = self.image_processor.resize(image, height, width)
+        return super().encode_prompt(prompt, image, *args, **kwargs)
 
 
 def _parameter_dtypes(pipeline: Any) -> dict[str, Any]:

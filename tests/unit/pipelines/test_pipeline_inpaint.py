@@ -13,7 +13,10 @@ from diffusers import (
     QwenImageEditInpaintPipeline,
     QwenImageTransformer2DModel,
 )
-from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint
+from diffusers.pipelines.qwenimage import (
+    pipeline_qwenimage_edit_inpaint,
+    pipeline_qwenimage_edit_plus,
+)
 from PIL import Image
 
 from pipelines.inpaint import build_inpaint_pipeline, steps_run
@@ -65,13 +68,19 @@ def test_building_it_keeps_the_loaded_dtype(models_dir):
     assert inpaint.transformer is base.transformer
 
 
-def test_prompts_are_encoded_as_the_plus_pipeline_encodes_them(edit_runner):
-    image = input_image(64, 64, 0)
+@pytest.mark.parametrize("size", [(64, 64), (96, 48)])
+def test_prompts_are_encoded_as_the_plus_pipeline_encodes_them(edit_runner, size):
+    image = input_image(*size, 0)
     base = edit_runner.pipeline
-    plus, _ = base.encode_prompt("make the sky purple", image=[image], device="cpu")
+    # What QwenImageEditPlusPipeline.__call__ gives encode_prompt: the image at its condition area.
+    width, height = pipeline_qwenimage_edit_plus.calculate_dimensions(
+        pipeline_qwenimage_edit_plus.CONDITION_IMAGE_SIZE, size[0] / size[1]
+    )
+    condition = base.image_processor.resize(image, height, width)
+    plus, _ = base.encode_prompt("make the sky purple", image=[condition], device="cpu")
     masked, _ = edit_runner.inpaint.encode_prompt("make the sky purple", image=image, device="cpu")
     assert torch.equal(plus, masked)
-    # Without the adaptation, the inpainting pipeline's own (first Qwen-Image-Edit) template.
+    # Without the adaptation: the first Qwen-Image-Edit's template and the image as given.
     stock = QwenImageEditInpaintPipeline.from_pipe(base, dtype=base.dtype)
     unadapted, _ = stock.encode_prompt("make the sky purple", image=image, device="cpu")
     assert unadapted.shape != plus.shape or not torch.equal(unadapted, plus)
