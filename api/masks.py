@@ -19,7 +19,9 @@ from pipelines.masks import edits_anything, has_alpha, repaint_area
 from pipelines.registry import REGISTRY, ModelSpec
 
 
-async def read_mask(upload: UploadFile, *, spec: ModelSpec, images: list[Upload], settings: Settings) -> Upload:
+async def read_mask(
+    upload: UploadFile, *, spec: ModelSpec, images: list[Upload], settings: Settings
+) -> Upload:
     """The mask's upload if `spec` takes one and it is a PNG with alpha the size of the image."""
     if spec.inpaint_pipeline_class is None:
         takers = [name for name in settings.models if REGISTRY[name].inpaint_pipeline_class] or ["none"]
@@ -83,4 +85,5 @@ def mask_params(spec: ModelSpec, body: ImageEditRequest, mask_index: int | None)
                 code="unsupported_parameter",
             )
         return {}
-    return {"mask_input": mask_index, "strength": body.strength if body.strength is not None else spec.strength}
+    strength = body.strength if body.strength is not None else spec.strength
+    return {"mask_input": mask_index, "strength": strength}

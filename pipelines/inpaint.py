@@ -56,7 +56,8 @@ def build_inpaint_pipeline(spec: ModelSpec, base: Any) -> Any:
     inpaint = pipeline_class.from_pipe(base, dtype=base.dtype)
     changed = sorted(name for name, dtype in _parameter_dtypes(base).items() if dtypes[name] != dtype)
     if changed:
-        raise RuntimeError(f"building {spec.inpaint_pipeline_class} changed the dtype of {', '.join(changed[:5])}")
+        names = ", ".join(changed[:5])
+        raise RuntimeError(f"building {spec.inpaint_pipeline_class} changed the dtype of {names}")
     if plus:
         inpaint.prompt_template_encode = base.prompt_template_encode.format(_PLUS_ONE_IMAGE + "{}")
         inpaint.prompt_template_encode_start_idx = base.prompt_template_encode_start_idx

@@ -171,7 +171,9 @@ def _edit_vae_image_area(area: int | None) -> Iterator[None]:
 
 
 class ImageEditRunner(Runner):
-    def __init__(self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False) -> None:
+    def __init__(
+        self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False
+    ) -> None:
         super().__init__(spec, pipeline, cache=cache, compiled=compiled)
         # Masked edits: the inpainting pipeline around the same loaded components (no copy).
         self.inpaint = build_inpaint_pipeline(spec, pipeline) if spec.inpaint_pipeline_class else None
@@ -196,7 +198,9 @@ class ImageEditRunner(Runner):
             output, timings = self._call(kwargs, request, on_step)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
-    def _run_masked(self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None) -> ImageOutput:
+    def _run_masked(
+        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
+    ) -> ImageOutput:
         """The inpainting pipeline repaints where the mask is transparent; the input's own pixels
         are pasted back everywhere else (pipelines/inpaint.py says why)."""
         if self.inpaint is None:
