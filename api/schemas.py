@@ -102,6 +102,9 @@ class ImageGenerateRequest(ImageRequestBase):
 
 class ImageEditRequest(ImageRequestBase):
     input_fidelity: Literal["high", "low"] | None = None
+    # Extension, masked edits only: how far the masked area is re-noised (diffusers' `strength`);
+    # 1 repaints it from noise. None: the model's default (shown on /v1/models).
+    strength: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class ErrorObject(BaseModel):
@@ -212,6 +215,7 @@ class ModelDefaults(BaseModel):
     guidance_scale: float | None
     true_cfg_scale: float | None
     negative_prompt: str | None
+    strength: float | None  # masked edits; null: the model takes no mask
 
 
 class Model(BaseModel):
@@ -226,6 +230,9 @@ class Model(BaseModel):
     seconds: ModelSeconds | None  # video models only
     max_images: int  # `n`
     max_input_images: int
+    mask: bool  # takes a `mask` on /v1/images/edits
+    # Every model here paints every pixel: `background="transparent"` is refused for all of them.
+    transparent_background: bool = False
     max_num_inference_steps: int
     defaults: ModelDefaults
 

@@ -62,11 +62,13 @@ def resolve_model(
     return spec
 
 
-def parse_size(spec: ModelSpec, size: str | None) -> tuple[int, int]:
+def parse_size(spec: ModelSpec, size: str | None, rounded: bool = False) -> tuple[int, int]:
+    """`size` as (width, height); "auto" or none: the model's default. `rounded` (images): each
+    side is rounded to the model's multiple rather than refused (SizeRule.parse)."""
     if size is None or size == "auto":
         return spec.size.default
     try:
-        return spec.size.parse(size)
+        return spec.size.parse(size, rounded=rounded)
     except ValueError as error:
         raise bad_request(f"{error} for model '{spec.name}'.", param="size") from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import diffusers
@@ -169,7 +170,8 @@ def load_runner(
 def _warm_up(runner: Runner) -> float:
     """Two steps at the model's default size: the first call builds compiled graphs and kernel
     plans, which must not happen on a user's job. (One step divides by zero in schedulers with a
-    terminal shift, such as Qwen-Image's.)"""
+    terminal shift, such as Qwen-Image's.) A model that takes masks warms its inpainting
+    pipeline up too, with the left half of the image masked."""
     spec = runner.spec
     width, height = spec.size.default
     gray = Image.new("RGB", (width, height), (128, 128, 128))
@@ -185,4 +187,8 @@ def _warm_up(runner: Runner) -> float:
     )
     started = time.perf_counter()
     runner.run(request)
+    if spec.inpaint_pipeline_class is not None:
+        mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+        mask.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+        runner.run(replace(request, mask=mask))
     return time.perf_counter() - started

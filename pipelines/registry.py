@@ -49,6 +49,12 @@ class ModelSpec:
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
+    # The diffusers pipeline an edit with a `mask` runs through, built with `from_pipe` on the
+    # loaded edit pipeline (pipelines/inpaint.py); None: the model takes no mask.
+    inpaint_pipeline_class: str | None = None
+    # How far a masked edit re-noises the masked area (diffusers' `strength`, 0 < s <= 1); 1.0
+    # repaints it from noise, as diffusers' own Qwen-Image-Edit inpainting example does.
+    strength: float = 1.0
     # The cache a job runs with unless it asks for another (or the operator sets one per model).
     cache: CachePolicy = NO_CACHE
     # Name of the per-step MagCache ratios calibrated for this checkpoint (pipelines.acceleration
@@ -95,6 +101,7 @@ REGISTRY: dict[str, ModelSpec] = {
             true_cfg_scale=4.0,
             negative_prompt=" ",
             max_input_images=3,
+            inpaint_pipeline_class="QwenImageEditInpaintPipeline",
             dtype="bfloat16",
             owned_by="Qwen",
         ),
@@ -216,6 +223,7 @@ REGISTRY: dict[str, ModelSpec] = {
             negative_prompt=" ",
             max_input_images=3,
             edit_vae_image_area=64 * 64,
+            inpaint_pipeline_class="QwenImageEditInpaintPipeline",
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",
             owned_by="darkroom",

@@ -20,21 +20,33 @@ class SizeRule:
     min_side: int
     max_side: int
 
-    def describe(self) -> str:
+    def describe(self, rounded: bool = False) -> str:
+        if rounded:
+            return (
+                f"WIDTHxHEIGHT, each side rounded to the nearest multiple of {self.multiple} "
+                f"(halves up), then between {self.min_side} and {self.max_side}"
+            )
         return (
             f"WIDTHxHEIGHT with each side a multiple of {self.multiple} "
             f"between {self.min_side} and {self.max_side}"
         )
 
-    def parse(self, size: str) -> tuple[int, int]:
-        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed."""
+    def parse(self, size: str, rounded: bool = False) -> tuple[int, int]:
+        """Return (width, height) for a `WxH` string, or raise ValueError saying what is allowed.
+
+        `rounded`: each side is first rounded to the nearest multiple (`70x50` -> `64x48` on a
+        multiple of 16) instead of refused; the rounded sides must still be within the range.
+        """
         match = _SIZE_PATTERN.match(size.strip())
         if not match:
-            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe()}")
-        width, height = int(match.group(1)), int(match.group(2))
+            raise ValueError(f"size {size!r} is not WIDTHxHEIGHT; expected {self.describe(rounded)}")
+        width, height = (int(side) for side in match.groups())
+        if rounded:
+            half = self.multiple // 2
+            width, height = ((side + half) // self.multiple * self.multiple for side in (width, height))
         for side in (width, height):
             if not self.min_side <= side <= self.max_side or side % self.multiple:
-                raise ValueError(f"size {size!r} is not allowed; expected {self.describe()}")
+                raise ValueError(f"size {size!r} is not allowed; expected {self.describe(rounded)}")
         return width, height
 
     def fit(self, width: int, height: int, *, upscale: bool = False) -> tuple[int, int]:

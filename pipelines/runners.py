@@ -25,6 +25,8 @@ from pipelines.acceleration import (
 )
 from pipelines.cache_policy import parse_cache_policy
 from pipelines.cfg_parallel import cfg_split, makes_two_passes
+from pipelines.inpaint import build_inpaint_pipeline, output_size, steps_run
+from pipelines.masks import keep_unmasked, repaint_area
 from pipelines.registry import ModelSpec
 from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
 
@@ -87,21 +89,28 @@ class Runner:
         return torch.Generator(device=self.pipeline._execution_device).manual_seed(seed)
 
     def _call(
-        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
+        self,
+        kwargs: dict[str, Any],
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        pipeline: Any = None,
+        steps: int | None = None,
     ) -> tuple[Any, dict[str, float]]:
-        """Call the pipeline with the request's cache, timing its stages; returns (pipeline
-        output, timings)."""
+        """Call the pipeline (or `pipeline`, sharing its transformer) with the request's cache,
+        timing its stages; `steps`: the steps it runs when not all requested (an inpaint's
+        strength). Returns (pipeline output, timings)."""
+        pipeline = pipeline if pipeline is not None else self.pipeline
         policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
-        steps = request.num_inference_steps
+        steps = steps if steps is not None else request.num_inference_steps
         cache = diffusers_cache_config(policy, self.spec, steps)
         if cache is not None and self.compiled:
             raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
         clock = _StageClock(steps, on_step)
-        transformer = self.pipeline.transformer
+        transformer = pipeline.transformer
         hook = transformer.register_forward_pre_hook(clock.before_transformer)
         try:
             with cache_enabled(transformer, cache), cfg_split(transformer, makes_two_passes(self.spec, request)):
-                output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
+                output = pipeline(**kwargs, callback_on_step_end=clock.step_end)
         finally:
             hook.remove()
         return output, clock.timings()
@@ -166,6 +175,13 @@ def _edit_vae_image_area(area: int | None) -> Iterator[None]:
 
 
 class ImageEditRunner(Runner):
+    def __init__(
+        self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False
+    ) -> None:
+        super().__init__(spec, pipeline, cache=cache, compiled=compiled)
+        # Masked edits: the inpainting pipeline around the same loaded components (no copy).
+        self.inpaint = build_inpaint_pipeline(spec, pipeline) if spec.inpaint_pipeline_class else None
+
     def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
         if not 1 <= len(request.images) <= self.spec.max_input_images:
             raise ValueError(
@@ -179,10 +195,34 @@ class ImageEditRunner(Runner):
             kwargs["true_cfg_scale"] = request.true_cfg_scale
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
+        if request.mask is not None:
+            return self._run_masked(kwargs, request, on_step)
 
         with _edit_vae_image_area(self.spec.edit_vae_image_area):
             output, timings = self._call(kwargs, request, on_step)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
+
+    def _run_masked(
+        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
+    ) -> ImageOutput:
+        """The inpainting pipeline repaints where the mask is transparent; the input's own pixels
+        are pasted back everywhere else (pipelines/inpaint.py says why)."""
+        if self.inpaint is None:
+            raise ValueError(f"{self.spec.name} takes no mask")
+        if len(request.images) != 1:
+            raise ValueError(f"a mask applies to one input image, got {len(request.images)}")
+        image = kwargs["image"][0]
+        if request.mask.size != image.size:
+            raise ValueError(f"the mask is {request.mask.size}, the image {image.size}: they must match")
+        area = repaint_area(request.mask)
+        strength = request.strength if request.strength is not None else self.spec.strength
+        kwargs.update(image=image, mask_image=area, strength=strength)
+        with output_size(self.inpaint, request.width, request.height):
+            output, timings = self._call(
+                kwargs, request, on_step, self.inpaint, steps_run(request.num_inference_steps, strength)
+            )
+        edited = [keep_unmasked(result, image, area) for result in _rgb_images(output.images, request)]
+        return ImageOutput(images=edited, timings=timings)
 
 
 class TextToVideoRunner(Runner):

@@ -28,6 +28,10 @@ class GenerationRequest:
     num_images: int = 1
     num_frames: int | None = None  # video families only
     images: tuple[Image.Image, ...] = ()  # image-edit inputs, RGB
+    # An edit's mask as the client sent it (OpenAI's convention: alpha 0 marks what is edited),
+    # the size of images[0]; pipelines.masks converts it. None: an unmasked edit.
+    mask: Image.Image | None = None
+    strength: float | None = None  # masked edits only; None: the model's default
     # The request's own cache policy in its dict form (pipelines.cache_policy); None: the runner's.
     cache: dict | None = None
 

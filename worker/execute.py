@@ -216,8 +216,17 @@ def _upload(ctx: WorkerContext, monitor: JobMonitor, key: str, data: bytes, cont
 
 def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
     params = job.params
+    # An edit's mask is stored among its inputs; `mask_input` is its index there.
+    mask_index = params.get("mask_input")
+    images, mask = [], None
     try:
-        images = tuple(Image.open(io.BytesIO(ctx.blobs.get(key))).convert("RGB") for key in job.input_keys)
+        for index, key in enumerate(job.input_keys):
+            image = Image.open(io.BytesIO(ctx.blobs.get(key)))
+            if index == mask_index:
+                image.load()
+                mask = image  # as sent: its alpha is the mask (pipelines/masks.py)
+            else:
+                images.append(image.convert("RGB"))
     except Exception as error:
         raise JobFailure("input_unreadable", f"An input image could not be read: {error}") from error
     return GenerationRequest(
@@ -231,7 +240,9 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
         true_cfg_scale=params.get("true_cfg_scale"),
         num_images=params.get("num_images", 1),
         num_frames=params.get("num_frames"),
-        images=images,
+        images=tuple(images),
+        mask=mask,
+        strength=params.get("strength"),
         cache=params.get("cache"),
     )
 

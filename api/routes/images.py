@@ -16,6 +16,7 @@ from api.bodies import Upload, read_body, read_image_upload
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
+from api.masks import mask_params, read_mask
 from api.schemas import (
     ErrorObject,
     ImageData,
@@ -42,7 +43,7 @@ async def create_image(request: Request, services: ServicesDep, session: Session
         request, ImageGenerateRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
     )
     spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
-    params = _image_params(services.settings, spec, body, parse_size(spec, body.size))
+    params = _image_params(services.settings, spec, body, parse_size(spec, body.size, rounded=True))
     job = await run_in_threadpool(
         submit,
         services,
@@ -64,11 +65,7 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
         request, ImageEditRequest, file_fields=("image", "mask"), max_bytes=settings.max_upload_bytes
     )
     spec = resolve_model(services, body.model, Family.IMAGE_EDIT)
-    if "mask" in files:
-        raise bad_request(
-            f"The model '{spec.name}' does not take a mask.", param="mask", code="unsupported_parameter"
-        )
-    images = files.get("image", [])
+    images, masks = files.get("image", []), files.get("mask", [])
     if not images:
         raise bad_request("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
     if len(images) > spec.max_input_images:
@@ -76,17 +73,26 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
             f"The model '{spec.name}' takes at most {spec.max_input_images} images; got {len(images)}.",
             param="image",
         )
+    if len(masks) > 1:
+        raise bad_request(f"Send one mask, not {len(masks)}.", param="mask")
     uploads: list[Upload] = [
         await read_image_upload(
             image, field="image", max_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels
         )
         for image in images
     ]
-    # Without a size, the output follows the first image's aspect ratio.
-    size = parse_size(spec, body.size) if body.size not in (None, "auto") else spec.size.fit(
-        uploads[0].width, uploads[0].height
+    # Without a size, the output follows the first image's aspect ratio (SizeRule.fit).
+    size = (
+        parse_size(spec, body.size, rounded=True)
+        if body.size not in (None, "auto")
+        else spec.size.fit(uploads[0].width, uploads[0].height)
     )
     params = _image_params(services.settings, spec, body, size)
+    mask_index = None
+    if masks:
+        uploads.append(await read_mask(masks[0], spec=spec, images=uploads, settings=settings))
+        mask_index = len(uploads) - 1  # the mask is the last input
+    params |= mask_params(spec, body, mask_index)
     job = await run_in_threadpool(
         submit,
         services,
@@ -107,7 +113,10 @@ def _image_params(settings: Settings, spec: ModelSpec, body: ImageRequestBase, s
         raise bad_request("Streaming image responses are not supported yet.", param="stream", code="unsupported_parameter")
     if body.background == "transparent":
         raise bad_request(
-            f"The model '{spec.name}' cannot make transparent backgrounds.", param="background", code="unsupported_parameter"
+            f"The model '{spec.name}' paints every pixel, so it cannot make a transparent background; "
+            "no model served here can. Send background 'opaque' or 'auto', or leave it out.",
+            param="background",
+            code="unsupported_parameter",
         )
     if body.n > spec.max_images:
         raise bad_request(f"The model '{spec.name}' makes at most {spec.max_images} images per request.", param="n")

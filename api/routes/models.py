@@ -39,12 +39,14 @@ def _model(spec: ModelSpec, created: int) -> Model:
         seconds=seconds,
         max_images=spec.max_images,
         max_input_images=spec.max_input_images,
+        mask=spec.inpaint_pipeline_class is not None,
         max_num_inference_steps=spec.max_steps,
         defaults=ModelDefaults(
             num_inference_steps=spec.steps,
             guidance_scale=spec.guidance_scale,
             true_cfg_scale=spec.true_cfg_scale,
             negative_prompt=spec.negative_prompt,
+            strength=spec.strength if spec.inpaint_pipeline_class is not None else None,
         ),
     )
 

@@ -123,14 +123,6 @@ def test_edit_without_an_image(stack, nothing_written):
     assert response.json()["error"]["param"] == "image"
 
 
-def test_edit_with_a_mask_is_refused_for_now(client, nothing_written):
-    with pytest.raises(openai.BadRequestError) as error:
-        client.images.edit(
-            model="tiny-qwen-image-edit", image=("a.png", _png(), "image/png"), mask=("m.png", _png(), "image/png"), prompt="x"
-        )
-    assert (error.value.param, error.value.code) == ("mask", "unsupported_parameter")
-
-
 @pytest.mark.parametrize("api_key,code", [("", "missing_api_key"), ("sk-wrong", "invalid_api_key")])
 def test_missing_or_wrong_key_is_401(stack, nothing_written, api_key, code):
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}

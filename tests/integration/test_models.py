@@ -33,11 +33,13 @@ def test_models_show_their_limits_and_defaults(client):
         "guidance_scale": 5.0,
         "true_cfg_scale": None,
         "negative_prompt": "low quality",
+        "strength": None,  # masked edits only
     }
 
     assert qwen["seconds"] is None and qwen["max_images"] == 4 and qwen["max_input_images"] == 0
     assert qwen["defaults"]["true_cfg_scale"] == 4.0 and qwen["defaults"]["guidance_scale"] is None
     assert edit["family"] == "image-edit" and edit["max_input_images"] == 3
+    assert (edit["mask"], edit["defaults"]["strength"], wan["mask"], qwen["mask"]) == (True, 1.0, False, False)
     assert flux["defaults"]["guidance_scale"] == 3.5 and flux["defaults"]["negative_prompt"] is None
     assert all(model["max_num_inference_steps"] == 200 for model in models.values())
 

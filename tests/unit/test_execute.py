@@ -132,3 +132,56 @@ def test_which_jobs_keep_their_input_images_once_run(tmp_path, sessions, kind, r
     except BlobNotFound:
         kept = False
     assert kept == inputs_kept
+
+
+class RecordingRunner:
+    """Keeps the request it was given and answers with one grey image of the requested size."""
+
+    def __init__(self) -> None:
+        self.requests = []
+
+    def run(self, request, on_step):
+        self.requests.append(request)
+        return ImageOutput(images=[Image.new("RGB", (request.width, request.height), "grey")])
+
+
+def test_a_masked_edit_reaches_the_runner_with_its_mask_as_sent_and_its_strength(tmp_path, sessions):
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    runner = RecordingRunner()
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path, job_watch_interval_s=0.01),
+        sessions=sessions,
+        blobs=blobs,
+        runners={"tiny-qwen-image-edit": runner},
+        worker_id="test:1",
+    )
+    mask = Image.new("RGBA", (32, 16), (0, 0, 0, 255))
+    mask.putpixel((3, 4), (0, 0, 0, 0))
+    job_id = jobs.new_job_id(JobKind.IMAGE_EDIT)
+    keys = [f"inputs/{job_id}/0", f"inputs/{job_id}/1"]
+    blobs.put(keys[0], png(Image.new("RGB", (32, 16), "red")), "image/png")
+    blobs.put(keys[1], png(mask), "image/png")
+    with sessions() as session:
+        params = {
+            "prompt": "x", "width": 32, "height": 16, "seed": 1, "num_inference_steps": 2,
+            "mask_input": 1, "strength": 0.7,
+        }
+        jobs.create(
+            session, job_id=job_id, kind=JobKind.IMAGE_EDIT, model="tiny-qwen-image-edit", owner="o",
+            params=params, input_keys=keys,
+        )
+        session.commit()
+
+    execute(ctx, job_id)
+
+    (request,) = runner.requests
+    assert [image.size for image in request.images] == [(32, 16)] and request.images[0].mode == "RGB"
+    assert request.mask.mode == "RGBA" and request.mask.getpixel((3, 4)) == (0, 0, 0, 0)
+    assert request.strength == 0.7
+    with sessions() as session:
+        assert session.get(Job, job_id).status == JobStatus.COMPLETED

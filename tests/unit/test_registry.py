@@ -23,6 +23,26 @@ def test_other_sizes_are_refused_with_the_rule_in_the_message(size):
 
 
 @pytest.mark.parametrize(
+    "size,expected",
+    [("64x48", (64, 48)), ("70x50", (64, 48)), ("72x40", (80, 48)), ("8x8", (16, 16)), ("250x23", (256, 16))],
+)
+def test_rounded_sizes_go_to_the_nearest_multiple_halves_up(size, expected):
+    assert RULE.parse(size, rounded=True) == expected
+
+
+@pytest.mark.parametrize("size", ["7x64", "64x264", "300x16", "64by64", "0x0"])
+def test_rounded_sizes_outside_the_range_are_refused_with_the_rounding_rule(size):
+    with pytest.raises(ValueError, match="rounded to the nearest multiple of 16 .halves up., then between 16 and 256"):
+        RULE.parse(size, rounded=True)
+
+
+def test_every_masked_edit_model_is_an_edit_model_with_a_strength_in_range():
+    takers = [spec for spec in REGISTRY.values() if spec.inpaint_pipeline_class]
+    assert {spec.name for spec in takers} == {"Qwen/Qwen-Image-Edit-2511", "tiny-qwen-image-edit"}
+    assert all(spec.family == Family.IMAGE_EDIT and 0 < spec.strength <= 1 for spec in takers)
+
+
+@pytest.mark.parametrize(
     "width,height,expected",
     [(64, 64, (64, 64)), (96, 48, (96, 48)), (1000, 500, (96, 48)), (10, 10, (16, 16)), (4000, 100, (256, 16))],
 )
