@@ -23,8 +23,9 @@ from pipelines.acceleration import (
     diffusers_cache_config,
 )
 from pipelines.cache_policy import parse_cache_policy
+from pipelines.previews import DECODERS, Previews, preview_steps
 from pipelines.registry import ModelSpec
-from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
+from pipelines.types import GenerationRequest, ImageOutput, PreviewCallback, StepCallback, VideoOutput
 
 
 class _StageClock:
@@ -35,9 +36,10 @@ class _StageClock:
     decode:  last step callback -> call end (VAE decode and post-processing)
     """
 
-    def __init__(self, total_steps: int, on_step: StepCallback | None) -> None:
+    def __init__(self, total_steps: int, on_step: StepCallback | None, previews: Previews | None = None) -> None:
         self.total_steps = total_steps
         self.on_step = on_step
+        self.previews = previews
         self.started = time.perf_counter()
         self.first_forward: float | None = None
         self.last_step: float | None = None
@@ -52,19 +54,24 @@ class _StageClock:
             # An exception here propagates out of the pipeline: diffusers stops at once, skips
             # decoding, and the pipeline stays reusable. This is how a job is cancelled.
             self.on_step(step_index + 1, self.total_steps)
+        if self.previews is not None:
+            self.previews.after_step(pipe, step_index + 1, callback_kwargs)
         return {}
 
     def timings(self) -> dict[str, float]:
         ended = time.perf_counter()
         first = self.first_forward or self.started
         last = self.last_step or first
-        return {
+        timings = {
             "pipeline": ended - self.started,
             "encode": first - self.started,
             "denoise": last - first,
             "denoise_per_step": (last - first) / self.total_steps,
             "decode": ended - last,
         }
+        if self.previews is not None:
+            timings["previews"] = self.previews.seconds  # decoded within the denoise stage
+        return timings
 
 
 class Runner:
@@ -76,31 +83,54 @@ class Runner:
         self.cache = cache if cache is not None else spec.cache  # for requests that name none
         self.compiled = compiled  # cache hooks are refused on it (acceleration.cache_with_compile_refusal)
 
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.pipeline.device).manual_seed(seed)
 
     def _call(
-        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
+        self,
+        kwargs: dict[str, Any],
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        on_preview: PreviewCallback | None = None,
     ) -> tuple[Any, dict[str, float]]:
-        """Call the pipeline with the request's cache, timing its stages; returns (pipeline
-        output, timings)."""
+        """Call the pipeline with the request's cache, timing its stages and taking the previews
+        it asked for; returns (pipeline output, timings)."""
         policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
         steps = request.num_inference_steps
         cache = diffusers_cache_config(policy, self.spec, steps)
         if cache is not None and self.compiled:
             raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
-        clock = _StageClock(steps, on_step)
+        previews = self._previews(request, on_preview)
+        clock = _StageClock(steps, on_step, previews)
         transformer = self.pipeline.transformer
-        hook = transformer.register_forward_pre_hook(clock.before_transformer)
+        hooks = [transformer.register_forward_pre_hook(clock.before_transformer)]
+        if previews is not None:
+            hooks.append(transformer.register_forward_pre_hook(previews.before_transformer, with_kwargs=True))
         try:
             with cache_enabled(transformer, cache):
                 output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
         return output, clock.timings()
+
+    def _previews(self, request: GenerationRequest, on_preview: PreviewCallback | None) -> Previews | None:
+        """Previews only when asked for and someone takes them: each costs a VAE decode."""
+        if not request.partial_images or on_preview is None:
+            return None
+        decode = DECODERS.get(self.spec.pipeline_class)
+        if decode is None:
+            raise ValueError(f"{self.spec.name} cannot make previews (partial_images)")
+        steps = preview_steps(request.num_inference_steps, request.partial_images)
+        return Previews(decode, steps, request.width, request.height, on_preview)
 
 
 def _common_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:
@@ -129,7 +159,12 @@ def _rgb_images(images: list, request: GenerationRequest) -> list:
 
 
 class TextToImageRunner(Runner):
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> ImageOutput:
         kwargs = _common_kwargs(request, self._generator(request.seed))
         kwargs["num_images_per_prompt"] = request.num_images
         if request.true_cfg_scale is not None:
@@ -137,7 +172,7 @@ class TextToImageRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
 
-        output, timings = self._call(kwargs, request, on_step)
+        output, timings = self._call(kwargs, request, on_step, on_preview)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
 
@@ -162,7 +197,12 @@ def _edit_vae_image_area(area: int | None) -> Iterator[None]:
 
 
 class ImageEditRunner(Runner):
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> ImageOutput:
         if not 1 <= len(request.images) <= self.spec.max_input_images:
             raise ValueError(
                 f"{self.spec.name} edits 1 to {self.spec.max_input_images} input images, "
@@ -177,12 +217,17 @@ class ImageEditRunner(Runner):
             kwargs["guidance_scale"] = request.guidance_scale
 
         with _edit_vae_image_area(self.spec.edit_vae_image_area):
-            output, timings = self._call(kwargs, request, on_step)
+            output, timings = self._call(kwargs, request, on_step, on_preview)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
 
 class TextToVideoRunner(Runner):
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> VideoOutput:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,  # no previews of videos: refused by `_previews`
+    ) -> VideoOutput:
         if request.num_frames is None or self.spec.frames is None:
             raise ValueError(f"{self.spec.name} needs num_frames for a video request")
         if request.num_images != 1:
@@ -195,7 +240,7 @@ class TextToVideoRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
 
-        output, timings = self._call(kwargs, request, on_step)
+        output, timings = self._call(kwargs, request, on_step, on_preview)
         # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
         frames = np.clip(output.frames[0], 0.0, 1.0)
         frames = (frames * 255.0).round().astype(np.uint8)
