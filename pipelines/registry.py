@@ -20,6 +20,9 @@ class Family(StrEnum):
     TEXT_TO_VIDEO = "text-to-video"
 
 
+# Pipelines whose previews `pipelines.previews` can decode (`partial_images` on a streamed image).
+PREVIEW_PIPELINES = frozenset({"QwenImagePipeline", "QwenImageEditPlusPipeline", "FluxPipeline"})
+
 _SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 

@@ -25,7 +25,13 @@ from pipelines.acceleration import (
 from pipelines.cache_policy import parse_cache_policy
 from pipelines.previews import DECODERS, Previews, preview_steps
 from pipelines.registry import ModelSpec
-from pipelines.types import GenerationRequest, ImageOutput, PreviewCallback, StepCallback, VideoOutput
+from pipelines.types import (
+    GenerationRequest,
+    ImageOutput,
+    PreviewCallback,
+    StepCallback,
+    VideoOutput,
+)
 
 
 class _StageClock:
