@@ -141,7 +141,8 @@ def test_a_job_cancelled_mid_stream_ends_the_stream_with_an_error(client, engine
             if len(received) == 1:
                 with Session(engine) as session:
                     assert jobs.cancel(session, _job_with_prompt(engine, prompt).id)
-    assert received == ["image_generation.partial_image"]
+    # The first partial at least (the cancel may land after a later one), never the completion.
+    assert received and set(received) == {"image_generation.partial_image"}
     assert error.value.code == "cancelled" and "cancelled" in error.value.message
     assert error.value.type == "server_error"
     assert _job_with_prompt(engine, prompt).status == "cancelled"
