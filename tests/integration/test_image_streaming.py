@@ -187,20 +187,20 @@ def test_two_streams_at_once_each_get_their_own_images(client):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "param"),
+    ("kwargs", "param", "code"),
     [
-        ({"stream": True, "n": 2}, "n"),
-        ({"stream": True, "partial_images": 4}, "partial_images"),
-        ({"stream": True, "partial_images": -1}, "partial_images"),
-        ({"stream": True, "response_format": "url"}, "response_format"),
-        ({"partial_images": 2}, "partial_images"),  # previews without a stream to carry them
+        ({"stream": True, "n": 2}, "n", "unsupported_parameter"),
+        ({"stream": True, "partial_images": 4}, "partial_images", "invalid_value"),
+        ({"stream": True, "partial_images": -1}, "partial_images", "invalid_value"),
+        ({"stream": True, "response_format": "url"}, "response_format", "unsupported_parameter"),
+        ({"partial_images": 2}, "partial_images", "unsupported_parameter"),  # no stream to carry them
     ],
 )
-def test_bad_stream_parameters_are_400s_naming_the_parameter(client, engine, kwargs, param):
+def test_bad_stream_parameters_are_400s_naming_the_parameter(client, engine, kwargs, param, code):
     prompt = f"refused {secrets.token_hex(4)}"
     with pytest.raises(openai.BadRequestError) as error:
         client.images.generate(model="tiny-qwen-image", prompt=prompt, size="32x32", **kwargs)
-    assert error.value.status_code == 400 and error.value.param == param
+    assert (error.value.status_code, error.value.param, error.value.code) == (400, param, code)
     with Session(engine) as session:
         assert session.scalars(select(Job).where(Job.params["prompt"].as_string() == prompt)).first() is None
 
