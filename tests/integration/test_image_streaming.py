@@ -131,8 +131,8 @@ def test_a_job_cancelled_mid_stream_ends_the_stream_with_an_error(client, engine
     step, and the stream, already past a partial image, ends with an error the SDK raises."""
     prompt = f"cancel me {secrets.token_hex(4)}"
     stream = client.images.generate(
-        model="tiny-qwen-image", prompt=prompt, size="128x128", stream=True, partial_images=3,
-        extra_body={"num_inference_steps": 200},
+        model="tiny-qwen-image", prompt=prompt, size="64x64", stream=True, partial_images=3,
+        extra_body={"num_inference_steps": 60},  # previews after steps 15, 30, 45
     )
     received = []
     with pytest.raises(openai.APIError) as error:
@@ -152,7 +152,7 @@ def test_past_the_wait_bound_the_stream_ends_with_an_error_naming_the_job(stack,
     impatient = openai.OpenAI(base_url=spawn_api({"DARKROOM_IMAGE_WAIT_TIMEOUT_S": "0.05"}), api_key=KEY_A)
     stream = impatient.images.generate(
         model="tiny-qwen-image", prompt="too slow to wait for", size="128x128", stream=True,
-        extra_body={"num_inference_steps": 40},
+        extra_body={"num_inference_steps": 30},
     )
     with pytest.raises(openai.APIError) as error:
         list(stream)
