@@ -3,10 +3,14 @@ that is made to fail: the job's state is always written, whatever the store does
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 from sqlalchemy.exc import OperationalError
 
 from darkroom.settings import Settings
+from pipelines.types import ImageOutput
 from storage import jobs
 from storage.blobs import LocalBlobStore
 from storage.models import Job, JobKind, JobStatus
@@ -73,3 +77,45 @@ def test_a_database_write_is_retried_through_an_outage_then_given_up(sessions):
 
         with pytest.raises(OperationalError):
             _retry_database(down, session, window_s=0)
+
+
+class PreviewingRunner:
+    """Stands in for an image pipeline that hands over two previews, then ends or fails."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def run(self, request, on_step, on_preview):
+        for index in range(request.partial_images):
+            on_step(index + 1, 4)
+            on_preview(index, Image.new("RGB", (request.width, request.height), (index * 90, 0, 0)))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+        return ImageOutput(images=[Image.new("RGB", (request.width, request.height))])
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_streamed_jobs_previews_are_recorded_before_it_ends_and_removed_if_it_fails(tmp_path, sessions, fail):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    settings = Settings(data_dir=tmp_path, job_watch_interval_s=0.01)
+    ctx = WorkerContext(settings=settings, sessions=sessions, blobs=blobs,
+                        runners={"tiny-qwen-image": PreviewingRunner(fail)}, worker_id="test:1")
+    with sessions() as session:
+        job_id = jobs.new_job_id(JobKind.IMAGE_GENERATION)
+        params = {"prompt": "a fox", "width": 32, "height": 16, "seed": 1, "num_inference_steps": 4,
+                  "output_format": "webp", "partial_images": 2}
+        jobs.create(session, job_id=job_id, kind=JobKind.IMAGE_GENERATION, model="tiny-qwen-image", owner="o",
+                    params=params)
+        session.commit()
+
+    execute(ctx, job_id)
+
+    with sessions() as session:
+        job = session.get(Job, job_id)
+    assert job.partial_keys == [f"partials/{job_id}/1/0.webp", f"partials/{job_id}/1/1.webp"]
+    if fail:
+        assert job.status == JobStatus.FAILED
+        assert not (blobs.root / "partials" / job_id / "1").exists()  # an attempt that failed removes its own
+    else:
+        assert job.status == JobStatus.COMPLETED
+        assert [Image.open(io.BytesIO(blobs.get(key))).format for key in job.partial_keys] == ["WEBP", "WEBP"]
