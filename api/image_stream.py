@@ -131,14 +131,15 @@ async def _events(services: Services, job_id: str, fields: _EventFields) -> Asyn
     wait_s = services.settings.image_wait_timeout_s
     deadline = time.monotonic() + wait_s
     delay, last_sent = _FIRST_POLL_S, time.monotonic()
-    seen = 0  # the row's previews looked at so far: after a requeue the list restarts
+    # The row's previews looked at so far. A requeued job's next attempt starts its list over and
+    # makes the same previews again (same seed, same steps): only those beyond are sent.
+    seen = 0
     sent = 0  # partial images sent: the next one's index
     try:
         while True:
             state = await run_in_threadpool(_look, services, job_id)
-            keys = state.partial_keys or []
-            if len(keys) < seen:  # another attempt started over: send only the previews beyond
-                seen = len(keys)
+            failed = state.status in jobs.TERMINAL and state.status != JobStatus.COMPLETED
+            keys = [] if failed else state.partial_keys or []  # a failed attempt removed its own
             for key in keys[seen:]:
                 seen += 1
                 data = await run_in_threadpool(_blob_or_none, services, key)
@@ -150,7 +151,7 @@ async def _events(services: Services, job_id: str, fields: _EventFields) -> Asyn
                 data = await run_in_threadpool(services.blobs.get, state.output_keys[0])
                 yield _sse(f"{fields.prefix}.completed", _completed(fields, data))
                 return
-            if state.status in jobs.TERMINAL:
+            if failed:
                 message = f"Image job {job_id} {state.status}: {state.error_message or 'no reason recorded'}"
                 yield _error(message, state.error_code or str(state.status))
                 return
