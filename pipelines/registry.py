@@ -23,6 +23,10 @@ class Family(StrEnum):
     IMAGE_TO_VIDEO = "image-to-video"  # a video that starts from `input_reference`
 
 
+# Pipelines whose previews `pipelines.previews` can decode (`partial_images` on a streamed image).
+PREVIEW_PIPELINES = frozenset({"QwenImagePipeline", "QwenImageEditPlusPipeline", "FluxPipeline"})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str

@@ -27,8 +27,15 @@ from pipelines.cache_policy import parse_cache_policy
 from pipelines.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.inpaint import build_inpaint_pipeline, output_size, steps_run
 from pipelines.masks import keep_unmasked, repaint_area
+from pipelines.previews import DECODERS, Previews, preview_steps
 from pipelines.registry import ModelSpec
-from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
+from pipelines.types import (
+    GenerationRequest,
+    ImageOutput,
+    PreviewCallback,
+    StepCallback,
+    VideoOutput,
+)
 
 
 class _StageClock:
@@ -39,9 +46,10 @@ class _StageClock:
     decode:  last step callback -> call end (VAE decode and post-processing)
     """
 
-    def __init__(self, total_steps: int, on_step: StepCallback | None) -> None:
+    def __init__(self, total_steps: int, on_step: StepCallback | None, previews: Previews | None = None) -> None:
         self.total_steps = total_steps
         self.on_step = on_step
+        self.previews = previews
         self.started = time.perf_counter()
         self.first_forward: float | None = None
         self.last_step: float | None = None
@@ -56,19 +64,24 @@ class _StageClock:
             # An exception here propagates out of the pipeline: diffusers stops at once, skips
             # decoding, and the pipeline stays reusable. This is how a job is cancelled.
             self.on_step(step_index + 1, self.total_steps)
+        if self.previews is not None:
+            self.previews.after_step(pipe, step_index + 1, callback_kwargs)
         return {}
 
     def timings(self) -> dict[str, float]:
         ended = time.perf_counter()
         first = self.first_forward or self.started
         last = self.last_step or first
-        return {
+        timings = {
             "pipeline": ended - self.started,
             "encode": first - self.started,
             "denoise": last - first,
             "denoise_per_step": (last - first) / self.total_steps,
             "decode": ended - last,
         }
+        if self.previews is not None:
+            timings["previews"] = self.previews.seconds  # decoded within the denoise stage
+        return timings
 
 
 class Runner:
@@ -80,7 +93,12 @@ class Runner:
         self.cache = cache if cache is not None else spec.cache  # for requests that name none
         self.compiled = compiled  # cache hooks are refused on it (acceleration.cache_with_compile_refusal)
 
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     def _generator(self, seed: int) -> torch.Generator:
@@ -93,27 +111,41 @@ class Runner:
         kwargs: dict[str, Any],
         request: GenerationRequest,
         on_step: StepCallback | None,
+        on_preview: PreviewCallback | None = None,
         pipeline: Any = None,
         steps: int | None = None,
     ) -> tuple[Any, dict[str, float]]:
         """Call the pipeline (or `pipeline`, sharing its transformer) with the request's cache,
-        timing its stages; `steps`: the steps it runs when not all requested (an inpaint's
-        strength). Returns (pipeline output, timings)."""
+        timing its stages and taking the previews it asked for; `steps`: the steps it runs when not
+        all requested (an inpaint's strength). Returns (pipeline output, timings)."""
         pipeline = pipeline if pipeline is not None else self.pipeline
         policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
         steps = steps if steps is not None else request.num_inference_steps
         cache = diffusers_cache_config(policy, self.spec, steps)
         if cache is not None and self.compiled:
             raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
-        clock = _StageClock(steps, on_step)
+        previews = self._previews(request, on_preview, steps)
+        clock = _StageClock(steps, on_step, previews)
         transformer = pipeline.transformer
-        hook = transformer.register_forward_pre_hook(clock.before_transformer)
+        hooks = [transformer.register_forward_pre_hook(clock.before_transformer)]
+        if previews is not None:
+            hooks.append(transformer.register_forward_pre_hook(previews.before_transformer, with_kwargs=True))
         try:
             with cache_enabled(transformer, cache), cfg_split(transformer, makes_two_passes(self.spec, request)):
                 output = pipeline(**kwargs, callback_on_step_end=clock.step_end)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
         return output, clock.timings()
+
+    def _previews(self, request: GenerationRequest, on_preview: PreviewCallback | None, steps: int) -> Previews | None:
+        """Previews only when asked for and someone takes them: each costs a VAE decode."""
+        if not request.partial_images or on_preview is None:
+            return None
+        decode = DECODERS.get(self.spec.pipeline_class)
+        if decode is None:
+            raise ValueError(f"{self.spec.name} cannot make previews (partial_images)")
+        return Previews(decode, preview_steps(steps, request.partial_images), request.width, request.height, on_preview)
 
 
 def _common_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:
@@ -142,7 +174,12 @@ def _rgb_images(images: list, request: GenerationRequest) -> list:
 
 
 class TextToImageRunner(Runner):
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> ImageOutput:
         kwargs = _common_kwargs(request, self._generator(request.seed))
         kwargs["num_images_per_prompt"] = request.num_images
         if request.true_cfg_scale is not None:
@@ -150,7 +187,7 @@ class TextToImageRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
 
-        output, timings = self._call(kwargs, request, on_step)
+        output, timings = self._call(kwargs, request, on_step, on_preview)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
 
@@ -182,7 +219,12 @@ class ImageEditRunner(Runner):
         # Masked edits: the inpainting pipeline around the same loaded components (no copy).
         self.inpaint = build_inpaint_pipeline(spec, pipeline) if spec.inpaint_pipeline_class else None
 
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> ImageOutput:
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+    ) -> ImageOutput:
         if not 1 <= len(request.images) <= self.spec.max_input_images:
             raise ValueError(
                 f"{self.spec.name} edits 1 to {self.spec.max_input_images} input images, "
@@ -196,14 +238,18 @@ class ImageEditRunner(Runner):
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
         if request.mask is not None:
-            return self._run_masked(kwargs, request, on_step)
+            return self._run_masked(kwargs, request, on_step, on_preview)
 
         with _edit_vae_image_area(self.spec.edit_vae_image_area):
-            output, timings = self._call(kwargs, request, on_step)
+            output, timings = self._call(kwargs, request, on_step, on_preview)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
     def _run_masked(
-        self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
+        self,
+        kwargs: dict[str, Any],
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        on_preview: PreviewCallback | None,
     ) -> ImageOutput:
         """The inpainting pipeline repaints where the mask is transparent; the input's own pixels
         are pasted back everywhere else (pipelines/inpaint.py says why)."""
@@ -219,15 +265,25 @@ class ImageEditRunner(Runner):
         kwargs.update(image=image, mask_image=area, strength=strength)
         with output_size(self.inpaint, request.width, request.height):
             output, timings = self._call(
-                kwargs, request, on_step, self.inpaint, steps_run(request.num_inference_steps, strength)
+                kwargs,
+                request,
+                on_step,
+                on_preview,
+                pipeline=self.inpaint,
+                steps=steps_run(request.num_inference_steps, strength),
             )
         edited = [keep_unmasked(result, image, area) for result in _rgb_images(output.images, request)]
         return ImageOutput(images=edited, timings=timings)
 
 
 class TextToVideoRunner(Runner):
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> VideoOutput:
-        output, timings = self._call(self._video_kwargs(request), request, on_step)
+    def run(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,  # no previews of videos: refused by `_previews`
+    ) -> VideoOutput:
+        output, timings = self._call(self._video_kwargs(request), request, on_step, on_preview)
         # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
         frames = np.clip(output.frames[0], 0.0, 1.0)
         frames = (frames * 255.0).round().astype(np.uint8)

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 # Called after each denoising step with (steps_done, total_steps). It may raise to abort the run:
 # diffusers then stops at once without decoding and the pipeline stays reusable.
 StepCallback = Callable[[int, int], None]
+# Called with (index, image) for each preview a request asked for (pipelines/previews.py); it runs
+# inside the denoising loop, so it should only hand the image on.
+PreviewCallback = Callable[[int, "Image.Image"], None]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class GenerationRequest:
     strength: float | None = None  # masked edits only; None: the model's default
     # The request's own cache policy in its dict form (pipelines.cache_policy); None: the runner's.
     cache: dict | None = None
+    # Previews of the first image to take while it denoises (streamed image requests); 0: none.
+    partial_images: int = 0
 
 
 @dataclass

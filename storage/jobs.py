@@ -156,6 +156,7 @@ def claim(session: Session, job_id: str, worker: str) -> Job | None:
         heartbeat_at=started,
         progress=0,
         attempts=Job.attempts + 1,
+        partial_keys=[],  # a new attempt makes its own previews
     ):
         return None
     return session.get(Job, job_id, populate_existing=True)
@@ -176,6 +177,19 @@ def heartbeat(session: Session, job_id: str, *, attempt: int, progress: int) -> 
         update(Job)
         .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
         .values(progress=max(0, min(99, progress)), heartbeat_at=now())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def record_partials(session: Session, job_id: str, *, attempt: int, partial_keys: list[str]) -> bool:
+    """The previews this running attempt has stored so far (the whole list: one writer per
+    attempt); False if the attempt no longer owns the job."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
+        .values(partial_keys=list(partial_keys))
         .execution_options(synchronize_session=False)
     )
     session.commit()

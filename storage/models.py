@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -71,6 +72,9 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     input_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     output_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The previews a streamed image job has stored so far, in order (`partial_images`); written
+    # by the running attempt, emptied when another attempt claims the job.
+    partial_keys: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     # What the worker learned making the outputs: fps, frame count, content type...
     output_meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(64))

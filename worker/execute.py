@@ -26,6 +26,7 @@ from storage.blobs import BlobStore
 from storage.models import Job, JobKind
 from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
 from worker.presence import WorkerStats
+from worker.previews import PreviewPublisher, partials_prefix
 from worker.retention import delete_blobs
 
 T = TypeVar("T")
@@ -112,6 +113,9 @@ def _attempt(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, 
     # Each attempt writes under its own prefix, so a run presumed lost can never overwrite or
     # delete the outputs of the run that replaced it.
     outputs_prefix = f"outputs/{job_id}/{attempt}"
+    # A completed job's previews stay until its retention ends (a stream may still be reading
+    # them); an attempt that did not complete removes its own with its outputs.
+    previews_prefix = f"{partials_prefix(job_id)}/{attempt}"
     with JobMonitor(ctx.settings, ctx.sessions, job_id, attempt) as monitor:
         try:
             output_keys, output_meta = _run(ctx, job, monitor, outputs_prefix, timings)
@@ -131,22 +135,22 @@ def _attempt(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, 
         except JobStopped as stopped:
             if stopped.reason != StopReason.TIME_LIMIT:
                 log.info("job %s was cancelled or taken over while running", job_id)
-                delete_blobs(ctx.blobs, outputs_prefix)
+                delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)
                 return Ended.LEFT, None
             limit = ctx.settings.job_time_limit_s
             message = f"The job ran longer than its {limit:g} s time limit."
             log.warning("job %s passed its %g s time limit", job_id, limit)
             jobs.fail(session, job_id, code=TIME_LIMIT_CODE, message=message, attempt=attempt, timings=timings)
-            delete_blobs(ctx.blobs, outputs_prefix)
+            delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)
             return Ended.FAILED, f"{TIME_LIMIT_CODE}: {message}"
         except JobFailure as failure:
             log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
             jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
-            delete_blobs(ctx.blobs, outputs_prefix)
+            delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)
             return Ended.FAILED, f"{failure.code}: {failure.message}"
     if not completed:
         log.info("job %s was cancelled during upload; removing its outputs", job_id)
-        delete_blobs(ctx.blobs, outputs_prefix)
+        delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)
         return Ended.LEFT, None
     log.info("job %s completed: %s", job_id, timings)
     return Ended.COMPLETED, None
@@ -176,7 +180,7 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
         request = _build_request(ctx, job)
     with _stage(timings, "pipeline"):
         try:
-            output = runner.run(request, on_step=monitor.on_step)
+            output = _run_pipeline(ctx, runner, job, request, monitor)
         except (JobStopped, JobFailure):  # a sharded runner's own failure (worker/rank_group.py)
             raise
         except Exception as error:
@@ -191,6 +195,22 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
         for key, (data, content_type) in blobs_out.items():
             _upload(ctx, monitor, key, data, content_type)
     return list(blobs_out), output_meta
+
+
+def _run_pipeline(ctx: WorkerContext, runner, job: Job, request: GenerationRequest, monitor: JobMonitor):
+    """The runner's call; with previews stored as they come when the request asked for them.
+    Leaving waits for the last preview to be recorded, so every one precedes the completion."""
+    if not request.partial_images:
+        return runner.run(request, on_step=monitor.on_step)
+    fmt, quality = _image_format(job)
+    with PreviewPublisher(ctx.sessions, ctx.blobs, job.id, job.attempts, fmt=fmt, quality=quality) as previews:
+        return runner.run(request, on_step=monitor.on_step, on_preview=previews)
+
+
+def _image_format(job: Job) -> tuple[str, int]:
+    """The job's image format and the quality its lossy formats are encoded at."""
+    compression = job.params.get("output_compression")
+    return job.params.get("output_format", "png"), 90 if compression is None else compression
 
 
 def _upload(ctx: WorkerContext, monitor: JobMonitor, key: str, data: bytes, content_type: str) -> None:
@@ -244,6 +264,7 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
         mask=mask,
         strength=params.get("strength"),
         cache=params.get("cache"),
+        partial_images=params.get("partial_images", 0),
     )
 
 
@@ -253,9 +274,7 @@ def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
     try:
         if isinstance(output, VideoOutput):
             return _encode_video(output, prefix)
-        fmt = job.params.get("output_format", "png")
-        compression = job.params.get("output_compression")
-        quality = 90 if compression is None else compression
+        fmt, quality = _image_format(job)
         blobs_out = {
             f"{prefix}/{index}.{fmt}": (encode_image(image, fmt, quality=quality), _IMAGE_CONTENT_TYPES[fmt])
             for index, image in enumerate(output.images)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.parallel import ParallelPlan, SyncedSteps, cache_conflict
-from pipelines.types import GenerationRequest, StepCallback
+from pipelines.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
 
 log = logging.getLogger("darkroom.worker")
@@ -126,7 +126,8 @@ class RankGroup:
         dist.barrier(group=self.control)
 
     def run(
-        self, model: str, local: Any, request: GenerationRequest, on_step: StepCallback | None
+        self, model: str, local: Any, request: GenerationRequest, on_step: StepCallback | None,
+        on_preview: PreviewCallback | None = None,
     ) -> Any:
         conflict = self.plan.context_parallel and cache_conflict(getattr(request, "cache", None))
         if conflict:
@@ -140,7 +141,9 @@ class RankGroup:
         steps = SyncedSteps(self.control, on_step)
         try:
             self._hand_out(model, request)
-            return local.run(request, on_step=steps)
+            # Previews are decoded on rank 0 alone (the VAE is replicated: no collectives).
+            previews = {"on_preview": on_preview} if on_preview is not None else {}
+            return local.run(request, on_step=steps, **previews)
         except Exception as error:
             if steps.stopped:
                 raise  # every rank left at the same step: the group is fine
@@ -258,8 +261,8 @@ class GroupRunner:
         self.spec = local.spec
         self.pipeline = local.pipeline
 
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
-        return self.group.run(self.model, self.local, request, on_step)
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None, on_preview=None) -> Any:
+        return self.group.run(self.model, self.local, request, on_step, on_preview)
 
 
 def follower_main(rank: int, init_method: str) -> int:

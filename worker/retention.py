@@ -30,8 +30,9 @@ def expire_results(session: Session, blobs: BlobStore, *, batch: int) -> int:
         # Marked first, so `/content` says "expired" from the moment the blobs start to go.
         if not _mark_expired(session, job_id):
             continue  # another sweeper got there first
-        # Inputs too: they outlive their job only when `keep_inputs` is set, and then until here.
-        if not delete_blobs(blobs, f"outputs/{job_id}", f"inputs/{job_id}"):
+        # Inputs too: they outlive their job only when `keep_inputs` is set, and then until here;
+        # and a streamed image's previews (worker/previews.py).
+        if not delete_blobs(blobs, f"outputs/{job_id}", f"inputs/{job_id}", f"partials/{job_id}"):
             _unmark_expired(session, job_id)  # the store is away: the next tick tries again
             break
         expired += 1

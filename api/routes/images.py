@@ -1,6 +1,7 @@
 """`/v1/images`: generations and edits. Synchronous as OpenAI's are: the request enqueues the job,
 waits for the worker up to a bound, and answers with the images; past the bound it answers with an
-error naming the job id, which `GET /v1/images/{id}` then follows."""
+error naming the job id, which `GET /v1/images/{id}` then follows. With `stream=true` the answer
+is a stream of server-sent events instead (api/image_stream.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from api.bodies import Upload, read_body, read_image_upload
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
+from api.image_stream import check_stream_params, stream_image_job
 from api.masks import mask_params, read_mask
 from api.schemas import (
     ErrorObject,
@@ -55,6 +57,8 @@ async def create_image(request: Request, services: ServicesDep, session: Session
         params=params,
         idempotency_key=idempotency_key(request),
     )
+    if body.stream:
+        return stream_image_job(services, job, body)
     return await _answer_when_done(request, services, session, job, body)
 
 
@@ -105,12 +109,13 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
         uploads=uploads,
         idempotency_key=idempotency_key(request),
     )
+    if body.stream:
+        return stream_image_job(services, job, body)
     return await _answer_when_done(request, services, session, job, body)
 
 
 def _image_params(settings: Settings, spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]) -> dict:
-    if body.stream:
-        raise bad_request("Streaming image responses are not supported yet.", param="stream", code="unsupported_parameter")
+    check_stream_params(spec, body)
     if body.background == "transparent":
         raise bad_request(
             f"The model '{spec.name}' paints every pixel, so it cannot make a transparent background; "
@@ -121,11 +126,14 @@ def _image_params(settings: Settings, spec: ModelSpec, body: ImageRequestBase, s
     if body.n > spec.max_images:
         raise bad_request(f"The model '{spec.name}' makes at most {spec.max_images} images per request.", param="n")
     width, height = size
-    return generation_params(settings, spec, body, width, height) | {
+    params = generation_params(settings, spec, body, width, height) | {
         "num_images": body.n,
         "output_format": body.output_format,
         "output_compression": body.output_compression,
     }
+    if body.stream and body.partial_images:
+        params["partial_images"] = body.partial_images  # the worker decodes previews only then
+    return params
 
 
 def _current_status(services: Services, job_id: str):

@@ -81,7 +81,7 @@ IMAGE_CASES = [
     ({"size": "64by64"}, "size", "invalid_value"),
     ({"size": "4096x4096"}, "size", "invalid_value"),
     ({"response_format": "gif"}, "response_format", "invalid_value"),
-    ({"stream": True}, "stream", "unsupported_parameter"),
+    ({"stream": True, "n": 2}, "n", "unsupported_parameter"),  # more: test_image_streaming.py
     ({"background": "transparent"}, "background", "unsupported_parameter"),
     ({"extra_body": {"steps": 3}}, "steps", "unknown_parameter"),
 ]

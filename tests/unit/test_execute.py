@@ -185,3 +185,45 @@ def test_a_masked_edit_reaches_the_runner_with_its_mask_as_sent_and_its_strength
     assert request.strength == 0.7
     with sessions() as session:
         assert session.get(Job, job_id).status == JobStatus.COMPLETED
+
+
+class PreviewingRunner:
+    """Stands in for an image pipeline that hands over two previews, then ends or fails."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def run(self, request, on_step, on_preview):
+        for index in range(request.partial_images):
+            on_step(index + 1, 4)
+            on_preview(index, Image.new("RGB", (request.width, request.height), (index * 90, 0, 0)))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+        return ImageOutput(images=[Image.new("RGB", (request.width, request.height))])
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_streamed_jobs_previews_are_recorded_before_it_ends_and_removed_if_it_fails(tmp_path, sessions, fail):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    settings = Settings(data_dir=tmp_path, job_watch_interval_s=0.01)
+    ctx = WorkerContext(settings=settings, sessions=sessions, blobs=blobs,
+                        runners={"tiny-qwen-image": PreviewingRunner(fail)}, worker_id="test:1")
+    with sessions() as session:
+        job_id = jobs.new_job_id(JobKind.IMAGE_GENERATION)
+        params = {"prompt": "a fox", "width": 32, "height": 16, "seed": 1, "num_inference_steps": 4,
+                  "output_format": "webp", "partial_images": 2}
+        jobs.create(session, job_id=job_id, kind=JobKind.IMAGE_GENERATION, model="tiny-qwen-image", owner="o",
+                    params=params)
+        session.commit()
+
+    execute(ctx, job_id)
+
+    with sessions() as session:
+        job = session.get(Job, job_id)
+    assert job.partial_keys == [f"partials/{job_id}/1/0.webp", f"partials/{job_id}/1/1.webp"]
+    if fail:
+        assert job.status == JobStatus.FAILED
+        assert not (blobs.root / "partials" / job_id / "1").exists()  # an attempt that failed removes its own
+    else:
+        assert job.status == JobStatus.COMPLETED
+        assert [Image.open(io.BytesIO(blobs.get(key))).format for key in job.partial_keys] == ["WEBP", "WEBP"]

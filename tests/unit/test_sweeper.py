@@ -112,6 +112,7 @@ def test_results_past_their_retention_are_deleted_and_the_job_marked(sweeper):
     for job_id in (expired, kept):
         sweeper.blobs.put(f"outputs/{job_id}/1/image-0.png", b"png", "image/png")
         sweeper.blobs.put(f"inputs/{job_id}/image-0.png", b"png", "image/png")
+        sweeper.blobs.put(f"partials/{job_id}/1/0.png", b"png", "image/png")  # a streamed image's preview
 
     assert sweeper.sweep().expired == 1
     assert sweeper.sweep().expired == 0  # once
@@ -120,10 +121,11 @@ def test_results_past_their_retention_are_deleted_and_the_job_marked(sweeper):
         assert session.get(Job, expired).expired_at is not None
         assert session.get(Job, kept).expired_at is None
     def stored(job_id: str) -> list[str]:
-        return [f"{kind}/{job_id}" for kind in ("outputs", "inputs") if (sweeper.blobs.root / kind / job_id).exists()]
+        kinds = ("outputs", "inputs", "partials")
+        return [f"{kind}/{job_id}" for kind in kinds if (sweeper.blobs.root / kind / job_id).exists()]
 
     assert stored(expired) == []
-    assert stored(kept) == [f"outputs/{kept}", f"inputs/{kept}"]
+    assert stored(kept) == [f"outputs/{kept}", f"inputs/{kept}", f"partials/{kept}"]
 
 
 def test_results_stay_unexpired_while_the_blob_store_is_down(sweeper):
