@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     # JSON {"<model>": {"type": "first_block_cache", "threshold": 0.1}}: the cache each model's
     # jobs run with unless a request names one, over the registry's default.
     model_cache: dict[str, CachePolicy] = {}
+    # LoRA adapters per request (pipelines/lora_names.py has the naming rule): found under this
+    # directory (default `<data_dir>/loras`) or in the Hugging Face cache, never downloaded; at
+    # most `lora_max_per_request` per request, and `lora_cache_size` kept loaded per model.
+    lora_dir: Path | None = None
+    lora_max_per_request: Annotated[int, Field(ge=1, le=16)] = 4
+    lora_cache_size: Annotated[int, Field(ge=1, le=256)] = 8
 
     # How long an image request waits for its job before answering with the job id.
     image_wait_timeout_s: float = 300.0
@@ -216,6 +222,19 @@ class Settings(BaseSettings):
                 if policy.type != "none":
                     raise ValueError(f"model {name}: a cache policy and compile_transformer do not combine")
         return self
+
+    @model_validator(mode="after")
+    def _lora_cache_holds_a_request(self) -> Settings:
+        if self.lora_cache_size < self.lora_max_per_request:
+            raise ValueError(
+                f"lora_cache_size ({self.lora_cache_size}) must hold a whole request's adapters "
+                f"(lora_max_per_request, {self.lora_max_per_request})"
+            )
+        return self
+
+    @cached_property
+    def resolved_lora_dir(self) -> Path:
+        return self.lora_dir or self.data_dir / "loras"
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -24,6 +24,7 @@ from pipelines.acceleration import (
     fall_back_to_native,
     set_attention_backend,
 )
+from pipelines.lora import LoraAdapters
 from pipelines.parallel import ParallelPlan, enable_context_parallel
 from pipelines.registry import Family, ModelSpec
 from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner, TextToVideoRunner
@@ -90,6 +91,8 @@ def load_runner(
     device: str = "cpu",
     acceleration: Acceleration = Acceleration(),
     parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: pipelines/parallel.py
+    lora_dir: Path | None = None,  # where requests' LoRA adapters are found; None: the model takes none
+    lora_cache_size: int = 8,  # adapters kept loaded in the pipeline, least recently used evicted
 ) -> Runner:
     """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
     runner_class = _RUNNERS[spec.family]
@@ -97,7 +100,8 @@ def load_runner(
     if acceleration.compile and cache.type != "none":
         raise ValueError(cache_with_compile_refusal(spec.name, cache.type))
     pipeline = load_pipeline(spec, models_dir, device)
-    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile)
+    loras = LoraAdapters(pipeline, lora_dir, lora_cache_size) if lora_dir is not None else None
+    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile, loras=loras)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
     if parallel is not None and parallel.sharded:
         # After the backend (diffusers checks it supports context parallelism), before compile

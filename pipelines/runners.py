@@ -8,8 +8,8 @@ What they share (seeding, the step callback, stage timings) is in `Runner`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,9 @@ from pipelines.acceleration import (
     diffusers_cache_config,
 )
 from pipelines.cache_policy import parse_cache_policy
+from pipelines.lora import LORA_UNSUPPORTED, LoraAdapters, LoraError
 from pipelines.registry import ModelSpec
-from pipelines.types import GenerationRequest, ImageOutput, StepCallback, VideoOutput
+from pipelines.types import GenerationRequest, ImageOutput, LoraWeight, StepCallback, VideoOutput
 
 
 class _StageClock:
@@ -70,11 +71,19 @@ class _StageClock:
 class Runner:
     """Holds a loaded pipeline; `run` turns a request into an output."""
 
-    def __init__(self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        pipeline: Any,
+        cache: Policy | None = None,
+        compiled: bool = False,
+        loras: LoraAdapters | None = None,
+    ) -> None:
         self.spec = spec
         self.pipeline = pipeline
         self.cache = cache if cache is not None else spec.cache  # for requests that name none
-        self.compiled = compiled  # cache hooks are refused on it (acceleration.cache_with_compile_refusal)
+        self.compiled = compiled  # cache hooks and LoRA are refused on it
+        self.loras = loras  # the adapters loaded into this pipeline; None: it takes none
 
     def run(self, request: GenerationRequest, on_step: StepCallback | None = None) -> Any:
         raise NotImplementedError
@@ -85,22 +94,45 @@ class Runner:
     def _call(
         self, kwargs: dict[str, Any], request: GenerationRequest, on_step: StepCallback | None
     ) -> tuple[Any, dict[str, float]]:
-        """Call the pipeline with the request's cache, timing its stages; returns (pipeline
-        output, timings)."""
+        """Call the pipeline with the request's LoRA adapters and cache, timing its stages;
+        returns (pipeline output, timings). Both are undone after the call, whatever happens."""
         policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
         steps = request.num_inference_steps
         cache = diffusers_cache_config(policy, self.spec, steps)
         if cache is not None and self.compiled:
             raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
-        clock = _StageClock(steps, on_step)
         transformer = self.pipeline.transformer
-        hook = transformer.register_forward_pre_hook(clock.before_transformer)
-        try:
-            with cache_enabled(transformer, cache):
-                output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
-        finally:
-            hook.remove()
-        return output, clock.timings()
+        with ExitStack() as stack:
+            started = time.perf_counter()
+            stack.enter_context(self._lora_active(request.lora))  # loads what is not loaded yet
+            lora_s = time.perf_counter() - started
+            clock = _StageClock(steps, on_step)
+            stack.callback(transformer.register_forward_pre_hook(clock.before_transformer).remove)
+            stack.enter_context(cache_enabled(transformer, cache))
+            output = self.pipeline(**kwargs, callback_on_step_end=clock.step_end)
+        timings = clock.timings()
+        if request.lora:
+            timings["lora"] = lora_s
+        return output, timings
+
+    def prepare_lora(self, loras: Sequence[LoraWeight]) -> None:
+        """Find and load the request's adapters now, without running anything: a sharded group's
+        rank 0 does this before handing the job out, so a bad adapter fails it on one rank."""
+        self._lora_active(loras)
+
+    def _lora_active(self, loras: Sequence[LoraWeight]):
+        if not loras:
+            return nullcontext()
+        if self.loras is None:
+            raise LoraError(LORA_UNSUPPORTED, f"The model {self.spec.name} takes no LoRA adapters on this worker.")
+        if self.compiled:
+            # Loading an adapter wraps the compiled layers, and each job's set would recompile them.
+            raise LoraError(
+                LORA_UNSUPPORTED,
+                f"This worker compiles {self.spec.name} (DARKROOM_COMPILE_TRANSFORMER), which takes no LoRA adapters.",
+            )
+        self.loras.prepare(loras)
+        return self.loras.active(loras)
 
 
 def _common_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:

@@ -16,6 +16,14 @@ StepCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class LoraWeight:
+    """One LoRA adapter a request runs with: its name (pipelines.lora_names) and its scale."""
+
+    path_or_id: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     width: int
@@ -30,6 +38,8 @@ class GenerationRequest:
     images: tuple[Image.Image, ...] = ()  # image-edit inputs, RGB
     # The request's own cache policy in its dict form (pipelines.cache_policy); None: the runner's.
     cache: dict | None = None
+    # LoRA adapters active for this request only, in order; empty: the base weights.
+    lora: tuple[LoraWeight, ...] = ()
 
 
 @dataclass

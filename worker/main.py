@@ -61,7 +61,13 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
     for name in settings.models:
         started = time.perf_counter()
         runners[name] = load_runner(
-            get_model(name), settings.resolved_models_dir, device, acceleration, parallel=plan if plan.sharded else None
+            get_model(name),
+            settings.resolved_models_dir,
+            device,
+            acceleration,
+            parallel=plan if plan.sharded else None,
+            lora_dir=settings.resolved_lora_dir,
+            lora_cache_size=settings.lora_cache_size,
         )
         log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
     return runners
