@@ -28,15 +28,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.lora_names import check_lora_name
+from pipelines.lora_names import (
+    LORA_INCOMPATIBLE,
+    LORA_INVALID,
+    LORA_NOT_FOUND,
+    LORA_UNSUPPORTED,
+    check_lora_name,
+)
 from pipelines.types import LoraWeight
 
 log = logging.getLogger("darkroom.pipelines")
 
-LORA_NOT_FOUND = "lora_not_found"
-LORA_INVALID = "lora_invalid"
-LORA_INCOMPATIBLE = "lora_incompatible"
-LORA_UNSUPPORTED = "lora_unsupported"
+__all__ = [
+    "LORA_INCOMPATIBLE",
+    "LORA_INVALID",
+    "LORA_NOT_FOUND",
+    "LORA_UNSUPPORTED",
+    "LoraAdapters",
+    "LoraError",
+]
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' `save_lora_weights` writes
 _TRANSFORMER = "transformer."
 

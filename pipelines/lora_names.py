@@ -14,6 +14,14 @@ from __future__ import annotations
 
 import re
 
+# A job whose adapter is missing or does not fit fails with one of these codes: the request's
+# fault, not the server's (a synchronous image request answers it with a 400 on `lora`).
+LORA_NOT_FOUND = "lora_not_found"  # not in the LoRA directory nor the local Hugging Face cache
+LORA_INVALID = "lora_invalid"  # not a readable safetensors LoRA file
+LORA_INCOMPATIBLE = "lora_incompatible"  # made for another model: layers or shapes differ
+LORA_UNSUPPORTED = "lora_unsupported"  # this worker cannot run LoRA on the model (e.g. compiled)
+LORA_ERROR_CODES = frozenset({LORA_NOT_FOUND, LORA_INVALID, LORA_INCOMPATIBLE, LORA_UNSUPPORTED})
+
 MAX_NAME_LENGTH = 256
 MIN_SCALE, MAX_SCALE = -4.0, 4.0  # negative scales are legitimate (slider LoRAs push both ways)
 
