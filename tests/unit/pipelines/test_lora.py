@@ -4,6 +4,8 @@ and a missing or unfitting adapter fails the job and leaves the pipeline as it w
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -263,3 +265,31 @@ def test_adapter_load_and_activation_cost(runners, make_request, capsys):
             f"\nLORA load {max(loads) * 1000:.1f} ms (slowest), activation {activation_ms:.2f} ms per job"
         )
     assert activation_ms < 1000
+
+
+def test_a_sharded_group_runs_a_lora_as_one_process_does(runners, models_dir, tmp_path):
+    """Every rank loads and turns on the adapter in its own runner (the worker hands each the same
+    GenerationRequest); the sharded output matches the unsharded one."""
+    from tests.processes import free_port
+    from tests.unit.pipelines.sharded_lora_ranks import REQUEST, WITH_LORA
+
+    qwen = resolve_model_path(get_model("tiny-qwen-image"), models_dir)
+    build_tiny_lora(qwen, tmp_path / "loras" / "a", seed=1)
+    build_tiny_lora(qwen, tmp_path / "loras" / "proj-out", seed=1, modules=("proj_out",))
+    init_method = f"tcp://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "tests.unit.pipelines.sharded_lora_ranks"]
+    args = [init_method, str(models_dir), str(tmp_path / "loras"), str(tmp_path)]
+    ranks = [subprocess.Popen([*command, str(rank), *args]) for rank in (0, 1)]
+    try:
+        for rank in ranks:
+            assert rank.wait(timeout=240) == 0
+    finally:
+        for rank in ranks:
+            rank.kill()
+    unsharded = load_runner(get_model("tiny-qwen-image"), models_dir, lora_dir=tmp_path / "loras")
+    with_lora, base = output(unsharded, WITH_LORA)[0], output(unsharded, REQUEST)[0]
+    sharded_lora, sharded_base = (np.load(tmp_path / f"{name}.npy").astype(int) for name in ("lora", "base"))
+    assert np.abs(sharded_lora - with_lora).max() <= 1  # uint8 pixels; floats agree to ~1e-6
+    assert np.abs(sharded_base - base).max() <= 1
+    assert np.abs(sharded_lora - sharded_base).max() > 1
+    assert np.array_equal(np.load(tmp_path / "base_again.npy"), np.load(tmp_path / "base.npy"))
