@@ -118,11 +118,13 @@ class Runner:
     def prepare_lora(self, loras: Sequence[LoraWeight]) -> None:
         """Find and load the request's adapters now, without running anything: a sharded group's
         rank 0 does this before handing the job out, so a bad adapter fails it on one rank."""
-        self._lora_active(loras)
+        if loras:
+            self._lora_adapters().prepare(loras)
 
     def _lora_active(self, loras: Sequence[LoraWeight]):
-        if not loras:
-            return nullcontext()
+        return self._lora_adapters().active(loras) if loras else nullcontext()
+
+    def _lora_adapters(self) -> LoraAdapters:
         if self.loras is None:
             raise LoraError(LORA_UNSUPPORTED, f"The model {self.spec.name} takes no LoRA adapters on this worker.")
         if self.compiled:
@@ -131,8 +133,7 @@ class Runner:
                 LORA_UNSUPPORTED,
                 f"This worker compiles {self.spec.name} (DARKROOM_COMPILE_TRANSFORMER), which takes no LoRA adapters.",
             )
-        self.loras.prepare(loras)
-        return self.loras.active(loras)
+        return self.loras
 
 
 def _common_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:
