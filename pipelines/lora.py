@@ -39,14 +39,6 @@ from pipelines.types import LoraWeight
 
 log = logging.getLogger("darkroom.pipelines")
 
-__all__ = [
-    "LORA_INCOMPATIBLE",
-    "LORA_INVALID",
-    "LORA_NOT_FOUND",
-    "LORA_UNSUPPORTED",
-    "LoraAdapters",
-    "LoraError",
-]
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' `save_lora_weights` writes
 _TRANSFORMER = "transformer."
 
@@ -165,6 +157,11 @@ class LoraAdapters:
             for lora in loras
         ]
         keys = [_file_key(file) for _, file in found]
+        if len(set(keys)) < len(keys):
+            raise LoraError(
+                LORA_INVALID,
+                "The job names one adapter file twice; name each adapter once, with its scale.",
+            )
         for key in keys:
             if key in self._loaded:
                 self._loaded.move_to_end(key)  # so loading the others cannot evict it

@@ -23,7 +23,8 @@ from pipelines.acceleration import (
     diffusers_cache_config,
 )
 from pipelines.cache_policy import parse_cache_policy
-from pipelines.lora import LORA_UNSUPPORTED, LoraAdapters, LoraError
+from pipelines.lora import LoraAdapters, LoraError
+from pipelines.lora_names import LORA_UNSUPPORTED
 from pipelines.registry import ModelSpec
 from pipelines.types import GenerationRequest, ImageOutput, LoraWeight, StepCallback, VideoOutput
 

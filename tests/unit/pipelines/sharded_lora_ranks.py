@@ -40,7 +40,9 @@ def image(runner, request) -> np.ndarray:
 
 def main(rank: int, init_method: str, models_dir: Path, lora_dir: Path, out_dir: Path) -> None:
     join_group(PLAN, rank, init_method)
-    runner = load_runner(get_model("tiny-qwen-image"), models_dir, "cpu", parallel=PLAN, lora_dir=lora_dir)
+    runner = load_runner(
+        get_model("tiny-qwen-image"), models_dir, "cpu", parallel=PLAN, lora_dir=lora_dir
+    )
     outputs = {"lora": image(runner, WITH_LORA), "base": image(runner, REQUEST)}
     try:
         runner.run(dataclasses.replace(REQUEST, lora=(LoraWeight("proj-out", 1.0),)))

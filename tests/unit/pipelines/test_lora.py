@@ -288,7 +288,9 @@ def test_a_sharded_group_runs_a_lora_as_one_process_does(runners, models_dir, tm
             rank.kill()
     unsharded = load_runner(get_model("tiny-qwen-image"), models_dir, lora_dir=tmp_path / "loras")
     with_lora, base = output(unsharded, WITH_LORA)[0], output(unsharded, REQUEST)[0]
-    sharded_lora, sharded_base = (np.load(tmp_path / f"{name}.npy").astype(int) for name in ("lora", "base"))
+    sharded_lora, sharded_base = (
+        np.load(tmp_path / f"{name}.npy").astype(int) for name in ("lora", "base")
+    )
     assert np.abs(sharded_lora - with_lora).max() <= 1  # uint8 pixels; floats agree to ~1e-6
     assert np.abs(sharded_base - base).max() <= 1
     assert np.abs(sharded_lora - sharded_base).max() > 1
