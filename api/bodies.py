@@ -21,6 +21,8 @@ RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 # `image[]` (a list in the SDK) and `image` (one file) are the same field; `a[b]` is `a.b`.
 _LIST_SUFFIX = re.compile(r"\[\]$")
+# A list of objects, as the SDK sends `lora=[{...}, {...}]` in multipart: `lora[][path_or_id]`.
+_OBJECT_LIST_FIELD = re.compile(r"^([A-Za-z_]\w*)\[\]\[([A-Za-z_]\w*)\]$")
 _ALLOWED_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
@@ -50,15 +52,22 @@ async def read_body(
         # through the SDK's extra_body): base64 is 4/3 of the bytes, plus the URL's header.
         form = await request.form(max_files=32, max_fields=64, max_part_size=max_bytes * 4 // 3 + 1024)
         fields: dict[str, object] = {}
+        object_lists: dict[str, list[dict[str, object]]] = {}
         for key, value in form.multi_items():
             name = _LIST_SUFFIX.sub("", key)
             if isinstance(value, UploadFile):
                 if name not in file_fields:
                     raise bad_request(f"Unknown file parameter: '{name}'.", param=name, code="unknown_parameter")
                 files.setdefault(name, []).append(value)
+            elif match := _OBJECT_LIST_FIELD.match(key):
+                _add_to_object_list(object_lists.setdefault(match[1], []), match[2], value)
             else:
                 fields[_bracket_to_dotted(name)] = value
-        data = _nest(fields)
+        data = _lists_from_indices(_nest(fields))
+        for name, items in object_lists.items():
+            if name in data:
+                raise bad_request(f"Parameter '{name}' is sent in two forms.", param=name)
+            data[name] = items
     elif content_type.startswith("application/json"):
         try:
             data = await request.json()
@@ -77,6 +86,26 @@ async def read_body(
     except ValidationError as error:
         # Locate the errors in the body, as FastAPI's own validation does.
         raise validation_error([{**item, "loc": ("body", *item["loc"])} for item in error.errors()]) from None
+
+
+def _add_to_object_list(items: list[dict[str, object]], key: str, value: object) -> None:
+    """`a[][x]=1, a[][y]=2, a[][x]=3` -> `[{x: 1, y: 2}, {x: 3}]`: a key already set in the last
+    object starts the next one (the SDK sends each object's keys together, in order)."""
+    if not items or key in items[-1]:
+        items.append({})
+    items[-1][key] = value
+
+
+def _lists_from_indices(value: object) -> object:
+    """`{"lora": {"0": {...}, "1": {...}}}` (from `lora[0][...]`) -> `{"lora": [{...}, {...}]}`."""
+    if not isinstance(value, dict):
+        return value
+    value = {key: _lists_from_indices(child) for key, child in value.items()}
+    if value and all(key.isdigit() for key in value):
+        by_index = {int(key): child for key, child in value.items()}
+        if sorted(by_index) == list(range(len(by_index))):
+            return [by_index[index] for index in range(len(by_index))]
+    return value
 
 
 def _bracket_to_dotted(name: str) -> str:

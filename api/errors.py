@@ -54,9 +54,11 @@ def error_response(error: APIError) -> JSONResponse:
 
 
 def _param_of(location: tuple) -> str | None:
-    # ("body", "size") -> "size"; ("query", "limit") -> "limit"; ("body",) -> None
-    names = [str(part) for part in location[1:] if not isinstance(part, int)]
-    return ".".join(names) or None
+    # ("body", "size") -> "size"; ("body", "lora", 0, "scale") -> "lora[0].scale"; ("body",) -> None
+    param = ""
+    for part in location[1:]:
+        param += f"[{part}]" if isinstance(part, int) else f".{part}" if param else str(part)
+    return param or None
 
 
 def _validation_message(error: dict) -> str:

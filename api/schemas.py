@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.cache_policy import CachePolicy
+from pipelines.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
 from storage.models import Job, JobStatus
 
 Prompt = Annotated[str, Field(max_length=10_000)]
@@ -27,6 +28,18 @@ class StrictRequest(BaseModel):
         return value
 
 
+class LoraAdapter(StrictRequest):
+    """One LoRA adapter for a job: a name the worker resolves (pipelines/lora_names.py) and its scale."""
+
+    path_or_id: str
+    scale: Annotated[float, Field(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0
+
+    @field_validator("path_or_id")
+    @classmethod
+    def _name_rule(cls, value: str) -> str:
+        return check_lora_name(value)
+
+
 class GenerationExtensions(StrictRequest):
     """Darkroom's own fields, sent by the SDK through `extra_body`."""
 
@@ -39,6 +52,9 @@ class GenerationExtensions(StrictRequest):
     true_cfg_scale: Scale | None = None
     # This job's cache acceleration, e.g. {"type": "taylorseer", "interval": 4}; none: the model's.
     cache: CachePolicy | None = None
+    # LoRA adapters for this job only, e.g. [{"path_or_id": "styles/ink", "scale": 0.8}]; how many
+    # and whether the model takes them is checked per deployment (api/submission.py `_lora`).
+    lora: list[LoraAdapter] | None = None
     # Where this job's completed/failed/cancelled event is POSTed (else the key's default endpoint).
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 

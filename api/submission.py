@@ -23,6 +23,7 @@ from api.schemas import GenerationExtensions, VideoRemixRequest
 from darkroom.logs import bind
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
+from pipelines.lora_names import LORA_PIPELINES
 from pipelines.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
 from storage.models import IdempotencyKey, Job, JobKind, JobStatus
@@ -100,6 +101,7 @@ def generation_params(settings: Settings, spec: ModelSpec, body: Any, width: int
         "guidance_scale": _scale(spec, body, "guidance_scale"),
         "true_cfg_scale": _scale(spec, body, "true_cfg_scale"),
         "cache": _cache(settings, spec, body),
+        "lora": _lora(settings, spec, body),
     }
 
 
@@ -122,6 +124,36 @@ def _cache(settings: Settings, spec: ModelSpec, body: Any) -> dict[str, Any] | N
             code="unsupported_parameter",
         )
     return body.cache.model_dump()
+
+
+def _lora(settings: Settings, spec: ModelSpec, body: Any) -> list[dict[str, Any]] | None:
+    """The request's LoRA adapters as the job records them; None for none. Whether each exists
+    and fits the model only the worker can tell: that fails the job (`lora_not_found`, ...)."""
+    if not body.lora:
+        return None
+    if spec.pipeline_class not in LORA_PIPELINES:
+        raise bad_request(f"The model '{spec.name}' takes no LoRA adapters.", param="lora", code="unsupported_parameter")
+    if settings.compile_transformer:
+        raise bad_request(
+            "This deployment compiles its transformers, and a LoRA adapter would force a recompile "
+            "on every job; send no lora.",
+            param="lora",
+            code="unsupported_parameter",
+        )
+    if len(body.lora) > settings.lora_max_per_request:
+        raise bad_request(
+            f"{len(body.lora)} LoRA adapters requested; at most {settings.lora_max_per_request} per request.",
+            param="lora",
+        )
+    seen: set[str] = set()
+    for index, adapter in enumerate(body.lora):
+        if adapter.path_or_id in seen:
+            raise bad_request(
+                f"LoRA '{adapter.path_or_id}' is named twice; name each adapter once, with its scale.",
+                param=f"lora[{index}].path_or_id",
+            )
+        seen.add(adapter.path_or_id)
+    return [adapter.model_dump() for adapter in body.lora]
 
 
 def _scale(spec: ModelSpec, body: Any, name: str) -> float | None:

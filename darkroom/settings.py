@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # peak. On an H200, full-size Qwen-Image's 1024x1024 runs peaked at 76.7 GB with about 58 GB
     # of bf16 weights (bench/full_size.py): raise this for large models at large sizes.
     vram_headroom_gib: Annotated[float, Field(ge=0)] = 8.0
+    # LoRA adapters per request (pipelines/lora_names.py has the naming rule): found under this
+    # directory (default `<data_dir>/loras`) or in the Hugging Face cache, never downloaded; at
+    # most `lora_max_per_request` per request, and `lora_cache_size` kept loaded per model.
+    lora_dir: Path | None = None
+    lora_max_per_request: Annotated[int, Field(ge=1, le=16)] = 4
+    lora_cache_size: Annotated[int, Field(ge=1, le=256)] = 8
 
     # How long an image request waits for its job before answering with the job id.
     image_wait_timeout_s: float = 300.0
@@ -244,6 +250,19 @@ class Settings(BaseSettings):
                 if policy.type != "none":
                     raise ValueError(f"model {name}: a cache policy and compile_transformer do not combine")
         return self
+
+    @model_validator(mode="after")
+    def _lora_cache_holds_a_request(self) -> Settings:
+        if self.lora_cache_size < self.lora_max_per_request:
+            raise ValueError(
+                f"lora_cache_size ({self.lora_cache_size}) must hold a whole request's adapters "
+                f"(lora_max_per_request, {self.lora_max_per_request})"
+            )
+        return self
+
+    @cached_property
+    def resolved_lora_dir(self) -> Path:
+        return self.lora_dir or self.data_dir / "loras"
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -26,6 +26,7 @@ from pipelines.acceleration import (
     set_attention_backend,
 )
 from pipelines.cfg_parallel import enable_cfg_parallel
+from pipelines.lora import LoraAdapters
 from pipelines.memory import (
     MemoryOptions,
     check_device_memory,
@@ -123,6 +124,8 @@ def load_runner(
     acceleration: Acceleration = Acceleration(),
     parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: pipelines/parallel.py
     memory: MemoryOptions = MemoryOptions(),
+    lora_dir: Path | None = None,  # where requests' LoRA adapters are found; None: the model takes none
+    lora_cache_size: int = 8,  # adapters kept loaded in the pipeline, least recently used evicted
 ) -> Runner:
     """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
     runner_class = _RUNNERS[spec.family]
@@ -130,7 +133,8 @@ def load_runner(
     if acceleration.compile and cache.type != "none":
         raise ValueError(cache_with_compile_refusal(spec.name, cache.type))
     pipeline = load_pipeline(spec, models_dir, device, memory)
-    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile)
+    loras = LoraAdapters(pipeline, lora_dir, lora_cache_size) if lora_dir is not None else None
+    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile, loras=loras)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
     if parallel is not None and parallel.context_parallel:
         # After the backend (diffusers checks it supports context parallelism), before compile

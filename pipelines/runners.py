@@ -8,8 +8,8 @@ What they share (seeding, the step callback, stage timings) is in `Runner`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,15 @@ from pipelines.acceleration import (
 from pipelines.cache_policy import parse_cache_policy
 from pipelines.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.inpaint import build_inpaint_pipeline, output_size, steps_run
+from pipelines.lora import LoraAdapters, LoraError
+from pipelines.lora_names import LORA_UNSUPPORTED
 from pipelines.masks import keep_unmasked, repaint_area
 from pipelines.previews import DECODERS, Previews, preview_steps
 from pipelines.registry import ModelSpec
 from pipelines.types import (
     GenerationRequest,
     ImageOutput,
+    LoraWeight,
     PreviewCallback,
     StepCallback,
     VideoOutput,
@@ -87,11 +90,19 @@ class _StageClock:
 class Runner:
     """Holds a loaded pipeline; `run` turns a request into an output."""
 
-    def __init__(self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        pipeline: Any,
+        cache: Policy | None = None,
+        compiled: bool = False,
+        loras: LoraAdapters | None = None,
+    ) -> None:
         self.spec = spec
         self.pipeline = pipeline
         self.cache = cache if cache is not None else spec.cache  # for requests that name none
-        self.compiled = compiled  # cache hooks are refused on it (acceleration.cache_with_compile_refusal)
+        self.compiled = compiled  # cache hooks and LoRA are refused on it
+        self.loras = loras  # the adapters loaded into this pipeline; None: it takes none
 
     def run(
         self,
@@ -115,9 +126,10 @@ class Runner:
         pipeline: Any = None,
         steps: int | None = None,
     ) -> tuple[Any, dict[str, float]]:
-        """Call the pipeline (or `pipeline`, sharing its transformer) with the request's cache,
-        timing its stages and taking the previews it asked for; `steps`: the steps it runs when not
-        all requested (an inpaint's strength). Returns (pipeline output, timings)."""
+        """Call the pipeline (or `pipeline`, sharing its transformer) with the request's LoRA
+        adapters and cache, timing its stages and taking the previews it asked for; `steps`: the
+        steps it runs when not all requested (an inpaint's strength). Adapters, cache and hooks are
+        undone after the call, whatever happens. Returns (pipeline output, timings)."""
         pipeline = pipeline if pipeline is not None else self.pipeline
         policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
         steps = steps if steps is not None else request.num_inference_steps
@@ -125,18 +137,43 @@ class Runner:
         if cache is not None and self.compiled:
             raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
         previews = self._previews(request, on_preview, steps)
-        clock = _StageClock(steps, on_step, previews)
         transformer = pipeline.transformer
-        hooks = [transformer.register_forward_pre_hook(clock.before_transformer)]
-        if previews is not None:
-            hooks.append(transformer.register_forward_pre_hook(previews.before_transformer, with_kwargs=True))
-        try:
-            with cache_enabled(transformer, cache), cfg_split(transformer, makes_two_passes(self.spec, request)):
-                output = pipeline(**kwargs, callback_on_step_end=clock.step_end)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return output, clock.timings()
+        with ExitStack() as stack:
+            started = time.perf_counter()
+            stack.enter_context(self._lora_active(request.lora))  # loads what is not loaded yet
+            lora_s = time.perf_counter() - started
+            clock = _StageClock(steps, on_step, previews)
+            stack.callback(transformer.register_forward_pre_hook(clock.before_transformer).remove)
+            if previews is not None:
+                hook = transformer.register_forward_pre_hook(previews.before_transformer, with_kwargs=True)
+                stack.callback(hook.remove)
+            stack.enter_context(cache_enabled(transformer, cache))
+            stack.enter_context(cfg_split(transformer, makes_two_passes(self.spec, request)))
+            output = pipeline(**kwargs, callback_on_step_end=clock.step_end)
+        timings = clock.timings()
+        if request.lora:
+            timings["lora"] = lora_s
+        return output, timings
+
+    def prepare_lora(self, loras: Sequence[LoraWeight]) -> None:
+        """Find and load the request's adapters now, without running anything: a sharded group's
+        rank 0 does this before handing the job out, so a bad adapter fails it on one rank."""
+        if loras:
+            self._lora_adapters().prepare(loras)
+
+    def _lora_active(self, loras: Sequence[LoraWeight]):
+        return self._lora_adapters().active(loras) if loras else nullcontext()
+
+    def _lora_adapters(self) -> LoraAdapters:
+        if self.loras is None:
+            raise LoraError(LORA_UNSUPPORTED, f"The model {self.spec.name} takes no LoRA adapters on this worker.")
+        if self.compiled:
+            # Loading an adapter wraps the compiled layers, and each job's set would recompile them.
+            raise LoraError(
+                LORA_UNSUPPORTED,
+                f"This worker compiles {self.spec.name} (DARKROOM_COMPILE_TRANSFORMER), which takes no LoRA adapters.",
+            )
+        return self.loras
 
     def _previews(self, request: GenerationRequest, on_preview: PreviewCallback | None, steps: int) -> Previews | None:
         """Previews only when asked for and someone takes them: each costs a VAE decode."""
@@ -212,10 +249,8 @@ def _edit_vae_image_area(area: int | None) -> Iterator[None]:
 
 
 class ImageEditRunner(Runner):
-    def __init__(
-        self, spec: ModelSpec, pipeline: Any, cache: Policy | None = None, compiled: bool = False
-    ) -> None:
-        super().__init__(spec, pipeline, cache=cache, compiled=compiled)
+    def __init__(self, spec: ModelSpec, pipeline: Any, **options: Any) -> None:
+        super().__init__(spec, pipeline, **options)
         # Masked edits: the inpainting pipeline around the same loaded components (no copy).
         self.inpaint = build_inpaint_pipeline(spec, pipeline) if spec.inpaint_pipeline_class else None
 

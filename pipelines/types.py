@@ -19,6 +19,14 @@ PreviewCallback = Callable[[int, "Image.Image"], None]
 
 
 @dataclass(frozen=True)
+class LoraWeight:
+    """One LoRA adapter a request runs with: its name (pipelines.lora_names) and its scale."""
+
+    path_or_id: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     width: int
@@ -39,6 +47,8 @@ class GenerationRequest:
     cache: dict | None = None
     # Previews of the first image to take while it denoises (streamed image requests); 0: none.
     partial_images: int = 0
+    # LoRA adapters active for this request only, in order; empty: the base weights.
+    lora: tuple[LoraWeight, ...] = ()
 
 
 @dataclass

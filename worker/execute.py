@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
 from darkroom.settings import Settings
-from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
+from pipelines.lora import LoraError
+from pipelines.types import GenerationRequest, ImageOutput, LoraWeight, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind
@@ -183,6 +184,8 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
             output = _run_pipeline(ctx, runner, job, request, monitor)
         except (JobStopped, JobFailure):  # a sharded runner's own failure (worker/rank_group.py)
             raise
+        except LoraError as error:  # the adapter's fault, not the model's; the pipeline is clean
+            raise JobFailure(error.code, str(error)) from error
         except Exception as error:
             log.exception("pipeline error on job %s", job.id)
             raise JobFailure("generation_failed", f"The model failed: {type(error).__name__}: {error}") from error
@@ -265,6 +268,7 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
         strength=params.get("strength"),
         cache=params.get("cache"),
         partial_images=params.get("partial_images", 0),
+        lora=tuple(LoraWeight(item["path_or_id"], item["scale"]) for item in params.get("lora") or ()),
     )
 
 

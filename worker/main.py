@@ -81,6 +81,8 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
             acceleration,
             parallel=plan if plan.sharded else None,
             memory=memory,
+            lora_dir=settings.resolved_lora_dir,
+            lora_cache_size=settings.lora_cache_size,
         )
         log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
     return runners

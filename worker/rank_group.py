@@ -134,6 +134,10 @@ class RankGroup:
             raise JobFailure(
                 "cache_unsupported_sharded", f"This worker runs {model} sharded; {conflict}."
             )
+        if request.lora:
+            # Every rank loads the adapters in its own runner, before any collective; a missing or
+            # unfitting one fails the job here, on rank 0 alone, and the group stays in step.
+            local.prepare_lora(request.lora)
         with self._lock:
             if self.lost or self.broken:
                 raise self._lost_failure()

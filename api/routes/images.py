@@ -30,6 +30,7 @@ from api.schemas import (
 )
 from api.submission import generation_params, parse_size, resolve_model, submit
 from darkroom.settings import Settings
+from pipelines.lora_names import LORA_ERROR_CODES
 from pipelines.registry import Family, ModelSpec
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
@@ -161,11 +162,14 @@ async def _answer_when_done(request: Request, services: Services, session, job: 
     session.expire_all()
     job = await run_in_threadpool(session.get, Job, job.id)
     if job.status != JobStatus.COMPLETED:
+        # A missing or unfitting LoRA adapter is the request's fault, found only on the worker.
+        request_fault = job.error_code in LORA_ERROR_CODES
         raise APIError(
-            500,
+            400 if request_fault else 500,
             f"Image job {job.id} {job.status}: {job.error_message}",
+            param="lora" if request_fault else None,
             code=job.error_code,
-            type="server_error",
+            type="invalid_request_error" if request_fault else "server_error",
             headers={"x-should-retry": "false"},
         )
     if body.response_format == "url":

@@ -18,7 +18,7 @@ SETTINGS = Settings()
 def body(**fields):
     values = {
         "prompt": "a fox", "seed": 1, "num_inference_steps": None, "negative_prompt": None,
-        "guidance_scale": None, "true_cfg_scale": None, "cache": None,
+        "guidance_scale": None, "true_cfg_scale": None, "cache": None, "lora": None,
     } | fields
     return SimpleNamespace(**values)
 

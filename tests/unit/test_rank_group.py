@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from pipelines.parallel import ParallelPlan
+from pipelines.registry import get_model
 from pipelines.types import GenerationRequest
 from worker.execute import JobFailure
 from worker.rank_group import RANK_LOST_CODE, RankGroup
@@ -88,3 +90,20 @@ def test_a_first_block_cache_request_is_refused_on_a_sharded_group(group):
     assert failure.value.code == "cache_unsupported_sharded" and "deadlock" in failure.value.message
     time.sleep(0.3)
     assert group.followers[0].poll() is None and not group.broken  # refused before any hand-off
+
+
+def test_a_missing_lora_fails_on_rank_zero_before_the_hand_off(group, tmp_path):
+    """Rank 0 loads the adapters first (Runner.prepare_lora): a bad one never reaches a follower."""
+    from pipelines.lora import LoraAdapters, LoraError
+    from pipelines.runners import Runner
+    from pipelines.types import LoraWeight
+
+    pipeline = SimpleNamespace(load_lora_weights=None)  # a stand-in with diffusers' LoRA loader
+    local = Runner(get_model("tiny-qwen-image"), pipeline, loras=LoraAdapters(pipeline, tmp_path, 2))
+    request = GenerationRequest(**{**REQUEST.__dict__, "lora": (LoraWeight("styles/none", 1.0),)})
+    with pytest.raises(LoraError) as failure:
+        group.run("m", local, request, None)
+    assert failure.value.code == "lora_not_found"
+    time.sleep(0.3)
+    assert group.followers[0].poll() is None and not group.broken
+    assert not group._in_flight
