@@ -37,7 +37,7 @@ NAME_RULE = (
 # Pipeline classes with a diffusers LoRA loader mixin (`load_lora_weights`, `set_adapters`):
 # tests/unit/pipelines/test_lora.py checks this table against the installed diffusers.
 LORA_PIPELINES: frozenset[str] = frozenset(
-    {"QwenImagePipeline", "QwenImageEditPlusPipeline", "WanPipeline", "FluxPipeline"}
+    {"QwenImagePipeline", "QwenImageEditPlusPipeline", "WanPipeline", "WanImageToVideoPipeline", "FluxPipeline"}
 )
 
 
