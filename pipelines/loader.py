@@ -38,15 +38,10 @@ from pipelines.memory import (
 )
 from pipelines.parallel import ParallelPlan, enable_context_parallel, group_mesh
 from pipelines.registry import Family, ModelSpec
-from pipelines.runners import (
-    ImageEditRunner,
-    ImageToVideoRunner,
-    Runner,
-    TextToImageRunner,
-    TextToVideoRunner,
-)
+from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner
 from pipelines.tiny import build_tiny_model
 from pipelines.types import GenerationRequest
+from pipelines.video_runners import ImageToVideoRunner, TextToVideoRunner
 
 log = logging.getLogger("darkroom.pipelines")
 

@@ -2,7 +2,8 @@
 
 One runner per family. Each `run` reads top to bottom: build the pipeline's keyword arguments
 from the request, call the pipeline with a step callback, turn its output into our result type.
-What they share (seeding, the step callback, stage timings) is in `Runner`.
+What they share (seeding, the step callback, stage timings, cache, LoRA, previews) is in
+`Runner`. The image families are here, the video ones in `pipelines/video_runners.py`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
-from PIL import Image
 
 from pipelines.acceleration import (
     Policy,
@@ -37,7 +36,6 @@ from pipelines.types import (
     LoraWeight,
     PreviewCallback,
     StepCallback,
-    VideoOutput,
 )
 
 
@@ -309,58 +307,3 @@ class ImageEditRunner(Runner):
             )
         edited = [keep_unmasked(result, image, area) for result in _rgb_images(output.images, request)]
         return ImageOutput(images=edited, timings=timings)
-
-
-class TextToVideoRunner(Runner):
-    def run(
-        self,
-        request: GenerationRequest,
-        on_step: StepCallback | None = None,
-        on_preview: PreviewCallback | None = None,  # no previews of videos: refused by `_previews`
-    ) -> VideoOutput:
-        output, timings = self._call(self._video_kwargs(request), request, on_step, on_preview)
-        # output.frames: (videos, frames, height, width, 3) floats in [0, 1]; one video per request.
-        frames = np.clip(output.frames[0], 0.0, 1.0)
-        frames = (frames * 255.0).round().astype(np.uint8)
-        return VideoOutput(frames=frames, fps=self.spec.frames.fps, timings=timings)
-
-    def _video_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        if request.num_frames is None or self.spec.frames is None:
-            raise ValueError(f"{self.spec.name} needs num_frames for a video request")
-        if request.num_images != 1:
-            raise ValueError(
-                f"{self.spec.name} makes one video per request, not {request.num_images}"
-            )
-        kwargs = _common_kwargs(request, self._generator(request.seed))
-        kwargs["num_frames"] = request.num_frames
-        kwargs["output_type"] = "np"
-        if request.guidance_scale is not None:
-            kwargs["guidance_scale"] = request.guidance_scale
-        return kwargs
-
-
-class ImageToVideoRunner(TextToVideoRunner):
-    """A video whose first frame is the request's one input image, brought to the video size."""
-
-    def _video_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
-        if len(request.images) != 1:
-            raise ValueError(
-                f"{self.spec.name} starts a video from exactly 1 input image, got {len(request.images)}"
-            )
-        kwargs = super()._video_kwargs(request)
-        kwargs["image"] = cover_and_center_crop(request.images[0], request.width, request.height)
-        return kwargs
-
-
-def cover_and_center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
-    """`image` scaled to cover width x height, its overflow cut equally from both sides.
-
-    Done here because the pipeline would stretch it to the video size: a portrait photo in a
-    landscape video would come out squashed. Cropping keeps proportions and fills the frame.
-    """
-    image = image.convert("RGB")
-    scale = max(width / image.width, height / image.height)
-    covered = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    resized = image.resize(covered, Image.Resampling.LANCZOS)
-    left, top = (covered[0] - width) // 2, (covered[1] - height) // 2
-    return resized.crop((left, top, left + width, top + height))

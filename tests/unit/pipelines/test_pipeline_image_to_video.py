@@ -13,8 +13,8 @@ from PIL import Image
 
 from pipelines.loader import component_dtypes, load_pipeline
 from pipelines.registry import get_model
-from pipelines.runners import cover_and_center_crop
 from pipelines.types import VideoOutput
+from pipelines.video_runners import cover_and_center_crop
 
 
 def bands(width: int, height: int, colours: list[tuple[int, int, int]], *, vertical: bool) -> Image.Image:
