@@ -7,7 +7,7 @@ randomly initialised pipelines of the same classes that `pipelines.tiny` builds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from pipelines.cache_policy import NO_CACHE, CachePolicy, MagCache
@@ -79,6 +79,24 @@ _WAN_NEGATIVE_PROMPT = (
 )
 _TINY_SIZE = SizeRule(default=(64, 64), multiple=16, min_side=16, max_side=256)
 _TINY_MAX_STEPS = 200  # the tests make deliberately slow jobs with 200 steps
+
+_TINY_WAN = ModelSpec(
+    name="tiny-wan",
+    family=Family.TEXT_TO_VIDEO,
+    pipeline_class="WanPipeline",
+    source="tiny-wan",
+    size=_TINY_SIZE,
+    frames=FrameRule(
+        fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
+    ),
+    steps=4,
+    guidance_scale=5.0,
+    negative_prompt="low quality",
+    max_images=1,
+    max_steps=_TINY_MAX_STEPS,
+    dtype="float32",
+    owned_by="darkroom",
+)
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -232,40 +250,15 @@ REGISTRY: dict[str, ModelSpec] = {
             dtype="float32",
             owned_by="darkroom",
         ),
-        ModelSpec(
-            name="tiny-wan",
-            family=Family.TEXT_TO_VIDEO,
-            pipeline_class="WanPipeline",
-            source="tiny-wan",
-            size=_TINY_SIZE,
-            frames=FrameRule(
-                fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
-            ),
-            steps=4,
-            guidance_scale=5.0,
-            negative_prompt="low quality",
-            max_images=1,
-            max_steps=_TINY_MAX_STEPS,
-            dtype="float32",
-            owned_by="darkroom",
-        ),
-        ModelSpec(
+        _TINY_WAN,
+        # The same tiny Wan, starting from an image: WanImageToVideoPipeline with a CLIP encoder.
+        replace(
+            _TINY_WAN,
             name="tiny-wan-i2v",
             family=Family.IMAGE_TO_VIDEO,
             pipeline_class="WanImageToVideoPipeline",
             source="tiny-wan-i2v",
-            size=_TINY_SIZE,
-            frames=FrameRule(
-                fps=8, allowed_seconds=tuple(str(s) for s in range(1, 9)), default_seconds="1"
-            ),
-            steps=4,
-            guidance_scale=5.0,
-            negative_prompt="low quality",
-            max_images=1,
             max_input_images=1,
-            max_steps=_TINY_MAX_STEPS,
-            dtype="float32",
-            owned_by="darkroom",
         ),
         ModelSpec(
             name="tiny-flux",
