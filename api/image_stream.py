@@ -27,7 +27,7 @@ from sqlalchemy import select
 from api.deps import Services
 from api.errors import bad_request
 from api.schemas import ImageRequestBase
-from pipelines.registry import PREVIEW_PIPELINES, ModelSpec
+from pipelines.spec.params import JobParams
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 
@@ -39,8 +39,9 @@ _EVENT_PREFIX = {JobKind.IMAGE_GENERATION: "image_generation", JobKind.IMAGE_EDI
 _EVENT_QUALITIES = frozenset({"low", "medium", "high", "auto"})
 
 
-def check_stream_params(spec: ModelSpec, body: ImageRequestBase) -> None:
-    """What streaming allows, checked before anything is stored."""
+def check_stream_params(body: ImageRequestBase) -> None:
+    """What streaming allows, checked before anything is stored. (Whether the model can make
+    previews at all is a rule about the job's parameters: pipelines/spec/checks.py.)"""
     if not body.stream:
         if body.partial_images:
             raise bad_request(
@@ -61,12 +62,6 @@ def check_stream_params(spec: ModelSpec, body: ImageRequestBase) -> None:
             param="response_format",
             code="unsupported_parameter",
         )
-    if body.partial_images and spec.pipeline_class not in PREVIEW_PIPELINES:
-        raise bad_request(
-            f"The model '{spec.name}' cannot make partial images; send partial_images 0.",
-            param="partial_images",
-            code="unsupported_parameter",
-        )
 
 
 def stream_image_job(services: Services, job: Job, body: ImageRequestBase) -> StreamingResponse:
@@ -85,11 +80,11 @@ class _EventFields:
 
     @classmethod
     def of(cls, job: Job, body: ImageRequestBase) -> _EventFields:
-        params = job.params
+        params = JobParams.from_stored(job.params)
         return cls(
             prefix=_EVENT_PREFIX[JobKind(job.kind)],
-            size=f"{params['width']}x{params['height']}",
-            output_format=params["output_format"],
+            size=params.size,
+            output_format=params.output_format,
             # The SDK's event enums; the legacy `standard` / `hd` read as `auto`.
             quality=body.quality if body.quality in _EVENT_QUALITIES else "auto",
             safety_identifier=body.safety_identifier or body.user or None,

@@ -1,19 +1,17 @@
 """An edit's `mask`, checked at the edge: OpenAI's PNG whose fully transparent pixels mark the area
 to edit, the size of the image it applies to. It is stored with the images, as the last input,
-and the job's params name its index (`mask_input`), so the worker (and a retry after a worker
-crash) runs the same masked edit."""
+and the job's params name its index (`mask_input`, api/submission/params.py), so the worker (and
+a retry after a worker crash) runs the same masked edit."""
 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from PIL import Image
 from starlette.datastructures import UploadFile
 
 from api.bodies import Upload, read_image_upload
 from api.errors import bad_request
-from api.schemas import ImageEditRequest
 from darkroom.settings import Settings
 from pipelines.masks import edits_anything, has_alpha, repaint_area
 from pipelines.registry import REGISTRY, ModelSpec
@@ -73,17 +71,3 @@ async def read_mask(
             code="invalid_mask",
         )
     return mask
-
-
-def mask_params(spec: ModelSpec, body: ImageEditRequest, mask_index: int | None) -> dict[str, Any]:
-    """What the job records about its mask: the input that is the mask, and the strength."""
-    if mask_index is None:
-        if body.strength is not None:
-            raise bad_request(
-                "strength applies to masked edits only: send a mask with it.",
-                param="strength",
-                code="unsupported_parameter",
-            )
-        return {}
-    strength = body.strength if body.strength is not None else spec.strength
-    return {"mask_input": mask_index, "strength": strength}

@@ -1,4 +1,5 @@
-"""Remix: a new video job that reruns a completed one's recorded parameters with a new prompt.
+"""Remix: a new video job that reruns a completed one's recorded parameters with a new prompt
+(api/submission/params.py `remix_params`).
 
 The source's `params` are the request as the worker ran it, every default resolved (the seed
 included), and an image-to-video source's input image goes with them, so a remix with the
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Collection
-from typing import Any
 
 from PIL import Image
 
@@ -57,8 +57,3 @@ def source_inputs(source: Job, blobs: BlobStore) -> list[Upload]:
             width, height = image.size
         uploads.append(Upload("input_reference", data, content_type, width, height))
     return uploads
-
-
-def remix_params(source: Job, prompt: str) -> dict[str, Any]:
-    """The source's parameters with the new prompt; nothing else changes, the seed included."""
-    return {**source.params, "prompt": prompt}

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.cache_policy import CachePolicy
 from pipelines.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
+from pipelines.spec.params import JobParams
 from storage.models import Job, JobStatus
 
 Prompt = Annotated[str, Field(max_length=10_000)]
@@ -145,7 +146,7 @@ class Video(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job) -> Video:
-        params = job.params
+        params = JobParams.from_stored(job.params)
         # OpenAI's video has no `cancelled`; a cancelled job is deleted in the same request, and
         # in the instant between the two it reads as failed with code "cancelled".
         status = JobStatus.FAILED if job.status == JobStatus.CANCELLED else job.status
@@ -157,9 +158,9 @@ class Video(BaseModel):
             completed_at=_unix(job.completed_at),
             expires_at=_unix(job.expires_at),
             model=job.model,
-            prompt=params.get("prompt"),
-            seconds=params["seconds"],
-            size=f"{params['width']}x{params['height']}",
+            prompt=params.prompt,
+            seconds=params.seconds,
+            size=params.size,
             remixed_from_video_id=job.remixed_from_video_id,
             error=_error_of(job),
         )

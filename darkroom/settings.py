@@ -21,6 +21,7 @@ from darkroom.outbound import parse_allowed_entry
 from pipelines.cache_policy import CachePolicy
 from pipelines.parallel import ParallelPlan
 from pipelines.registry import REGISTRY, TINY_MODELS
+from pipelines.spec.checks import Deployment, ParamRefused, check_cache
 
 # Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
 _MIN_SECRET_BYTES = 24
@@ -225,11 +226,9 @@ class Settings(BaseSettings):
     @field_validator("model_cache")
     @classmethod
     def _model_cache_models(cls, value: dict) -> dict:
-        for name, policy in value.items():
+        for name in value:
             if name not in REGISTRY:
                 raise ValueError(f"model_cache names an unknown model {name!r}")
-            if policy.type == "magcache" and REGISTRY[name].mag_ratios is None:
-                raise ValueError(f"model_cache: {name} has no calibrated MagCache ratios")
         return value
 
     @model_validator(mode="after")
@@ -244,11 +243,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _compile_takes_no_cache(self) -> Settings:
-        if self.compile_transformer:
-            for name, policy in self.model_cache.items():
-                if policy.type != "none":
-                    raise ValueError(f"model {name}: a cache policy and compile_transformer do not combine")
+    def _model_caches_can_run(self) -> Settings:
+        # Whether they can run sharded is the worker's to check at start (worker/main.py): the API
+        # shares these settings but not the worker's devices.
+        for name, policy in self.model_cache.items():
+            try:
+                check_cache(REGISTRY[name], policy, Deployment(compiled=self.compile_transformer))
+            except ParamRefused as refused:
+                raise ValueError(f"model_cache: {refused.message}") from None
         return self
 
     @model_validator(mode="after")
@@ -302,6 +304,15 @@ class Settings(BaseSettings):
             value = [item.strip() for item in value.split(",") if item.strip()]
         # A bare index names a GPU ("cuda" is also how ROCm builds of torch name theirs).
         return tuple(f"cuda:{item}" if str(item).isdigit() else str(item) for item in value)
+
+    @cached_property
+    def deployment(self) -> Deployment:
+        """What a job's parameters are checked against (pipelines/spec/checks.py)."""
+        return Deployment(
+            compiled=self.compile_transformer,
+            sharded=self.parallel_plan.context_parallel,
+            lora_max_per_request=self.lora_max_per_request,
+        )
 
     @cached_property
     def parallel_plan(self) -> ParallelPlan:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import EventStatus, Job, JobKind, JobStatus, WebhookEvent
@@ -283,3 +283,11 @@ def get_visible(session: Session, job_id: str, *, owner: str, kinds: Iterable[Jo
 def status_of(session: Session, job_id: str) -> JobStatus | None:
     value = session.scalar(select(Job.status).where(Job.id == job_id))
     return JobStatus(value) if value is not None else None
+
+
+def queued_count(session: Session, *, owner: str | None = None) -> int:
+    """Jobs waiting to run: all of them, or `owner`'s."""
+    query = select(func.count()).select_from(Job).where(Job.status == QUEUED)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return session.scalar(query)

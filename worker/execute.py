@@ -15,13 +15,17 @@ from enum import Enum
 from typing import TypeVar
 
 from PIL import Image
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
 from darkroom.settings import Settings
 from pipelines.lora import LoraError
-from pipelines.types import GenerationRequest, ImageOutput, LoraWeight, VideoOutput
+from pipelines.registry import get_model
+from pipelines.spec.checks import ParamRefused, check_params
+from pipelines.spec.params import JobParams
+from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind
@@ -177,11 +181,12 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
     runner = ctx.runners.get(job.model)
     if runner is None:
         raise JobFailure("model_not_loaded", f"This worker does not serve the model '{job.model}'.")
+    params = _params(ctx, job)
     with _stage(timings, "load_inputs"):
-        request = _build_request(ctx, job)
+        request = _build_request(ctx, job, params)
     with _stage(timings, "pipeline"):
         try:
-            output = _run_pipeline(ctx, runner, job, request, monitor)
+            output = _run_pipeline(ctx, runner, job, params, request, monitor)
         except (JobStopped, JobFailure):  # a sharded runner's own failure (worker/rank_group.py)
             raise
         except LoraError as error:  # the adapter's fault, not the model's; the pipeline is clean
@@ -193,27 +198,39 @@ def _run(ctx: WorkerContext, job: Job, monitor: JobMonitor, outputs_prefix: str,
     timings.update({f"model.{name}": round(value, 4) for name, value in output.timings.items() if name != "pipeline"})
     monitor.set_progress(DENOISE_SHARE)
     with _stage(timings, "encode_output"):
-        blobs_out, output_meta = _encode(job, output, outputs_prefix)
+        blobs_out, output_meta = _encode(params, output, outputs_prefix)
     with _stage(timings, "upload"):
         for key, (data, content_type) in blobs_out.items():
             _upload(ctx, monitor, key, data, content_type)
     return list(blobs_out), output_meta
 
 
-def _run_pipeline(ctx: WorkerContext, runner, job: Job, request: GenerationRequest, monitor: JobMonitor):
+def _params(ctx: WorkerContext, job: Job) -> JobParams:
+    """The job's parameters, if this worker can run them: a job accepted under other settings
+    (an API that does not compile, say) fails with the reason rather than run something else."""
+    try:
+        params = JobParams.from_stored(job.params)
+    except ValidationError as error:
+        raise JobFailure("params_unreadable", f"The job's parameters cannot be read: {error}") from error
+    try:
+        check_params(get_model(job.model), params, ctx.settings.deployment)
+    except ParamRefused as refused:
+        raise JobFailure(refused.job_code, refused.message) from refused
+    return params
+
+
+def _run_pipeline(
+    ctx: WorkerContext, runner, job: Job, params: JobParams, request: GenerationRequest, monitor: JobMonitor
+):
     """The runner's call; with previews stored as they come when the request asked for them.
     Leaving waits for the last preview to be recorded, so every one precedes the completion."""
     if not request.partial_images:
         return runner.run(request, on_step=monitor.on_step)
-    fmt, quality = _image_format(job)
-    with PreviewPublisher(ctx.sessions, ctx.blobs, job.id, job.attempts, fmt=fmt, quality=quality) as previews:
+    publisher = PreviewPublisher(
+        ctx.sessions, ctx.blobs, job.id, job.attempts, fmt=params.output_format, quality=params.image_quality
+    )
+    with publisher as previews:
         return runner.run(request, on_step=monitor.on_step, on_preview=previews)
-
-
-def _image_format(job: Job) -> tuple[str, int]:
-    """The job's image format and the quality its lossy formats are encoded at."""
-    compression = job.params.get("output_compression")
-    return job.params.get("output_format", "png"), 90 if compression is None else compression
 
 
 def _upload(ctx: WorkerContext, monitor: JobMonitor, key: str, data: bytes, content_type: str) -> None:
@@ -237,15 +254,12 @@ def _upload(ctx: WorkerContext, monitor: JobMonitor, key: str, data: bytes, cont
             monitor.raise_if_stopped()
 
 
-def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
-    params = job.params
-    # An edit's mask is stored among its inputs; `mask_input` is its index there.
-    mask_index = params.get("mask_input")
+def _build_request(ctx: WorkerContext, job: Job, params: JobParams) -> GenerationRequest:
     images, mask = [], None
     try:
         for index, key in enumerate(job.input_keys):
             image = Image.open(io.BytesIO(ctx.blobs.get(key)))
-            if index == mask_index:
+            if index == params.mask_input:  # an edit's mask is stored among its inputs
                 image.load()
                 mask = image  # as sent: its alpha is the mask (pipelines/masks.py)
             else:
@@ -253,34 +267,34 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
     except Exception as error:
         raise JobFailure("input_unreadable", f"An input image could not be read: {error}") from error
     return GenerationRequest(
-        prompt=params["prompt"],
-        width=params["width"],
-        height=params["height"],
-        seed=params["seed"],
-        num_inference_steps=params["num_inference_steps"],
-        negative_prompt=params.get("negative_prompt"),
-        guidance_scale=params.get("guidance_scale"),
-        true_cfg_scale=params.get("true_cfg_scale"),
-        num_images=params.get("num_images", 1),
-        num_frames=params.get("num_frames"),
+        prompt=params.prompt,
+        width=params.width,
+        height=params.height,
+        seed=params.seed,
+        num_inference_steps=params.num_inference_steps,
+        negative_prompt=params.negative_prompt,
+        guidance_scale=params.guidance_scale,
+        true_cfg_scale=params.true_cfg_scale,
+        num_images=params.num_images,
+        num_frames=params.num_frames,
         images=tuple(images),
         mask=mask,
-        strength=params.get("strength"),
-        cache=params.get("cache"),
-        partial_images=params.get("partial_images", 0),
-        lora=tuple(LoraWeight(item["path_or_id"], item["scale"]) for item in params.get("lora") or ()),
+        strength=params.strength,
+        cache=params.cache,
+        partial_images=params.partial_images,
+        lora=params.lora,
     )
 
 
-def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
+def _encode(params: JobParams, output: ImageOutput | VideoOutput, prefix: str):
     from pipelines.media import encode_image
 
     try:
         if isinstance(output, VideoOutput):
             return _encode_video(output, prefix)
-        fmt, quality = _image_format(job)
+        fmt = params.output_format
         blobs_out = {
-            f"{prefix}/{index}.{fmt}": (encode_image(image, fmt, quality=quality), _IMAGE_CONTENT_TYPES[fmt])
+            f"{prefix}/{index}.{fmt}": (encode_image(image, fmt, quality=params.image_quality), _IMAGE_CONTENT_TYPES[fmt])
             for index, image in enumerate(output.images)
         }
         return blobs_out, {"images": len(output.images), "format": fmt}

@@ -17,21 +17,15 @@ from api.bodies import Upload, read_body, read_image_upload
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
-from api.image_stream import check_stream_params, stream_image_job
-from api.masks import mask_params, read_mask
-from api.schemas import (
-    ErrorObject,
-    ImageData,
-    ImageEditRequest,
-    ImageGenerateRequest,
-    ImageJob,
-    ImageRequestBase,
-    ImagesResponse,
-)
-from api.submission import generation_params, parse_size, resolve_model, submit
-from darkroom.settings import Settings
+from api.image_stream import stream_image_job
+from api.masks import read_mask
+from api.schemas import ErrorObject, ImageData, ImageEditRequest, ImageGenerateRequest, ImageJob, ImagesResponse
+from api.submission.model_choice import parse_size, resolve_model
+from api.submission.params import image_params
+from api.submission.submit import submit
 from pipelines.lora_names import LORA_ERROR_CODES
-from pipelines.registry import Family, ModelSpec
+from pipelines.registry import Family
+from pipelines.spec.params import JobParams
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 
@@ -46,7 +40,7 @@ async def create_image(request: Request, services: ServicesDep, session: Session
         request, ImageGenerateRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
     )
     spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
-    params = _image_params(services.settings, spec, body, parse_size(spec, body.size, rounded=True))
+    params = image_params(services.settings, spec, body, parse_size(spec, body.size, rounded=True))
     job = await run_in_threadpool(
         submit,
         services,
@@ -92,12 +86,10 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
         if body.size not in (None, "auto")
         else spec.size.fit(uploads[0].width, uploads[0].height)
     )
-    params = _image_params(services.settings, spec, body, size)
-    mask_index = None
+    # The mask is stored as the last input.
+    params = image_params(settings, spec, body, size, mask_input=len(uploads) if masks else None)
     if masks:
         uploads.append(await read_mask(masks[0], spec=spec, images=uploads, settings=settings))
-        mask_index = len(uploads) - 1  # the mask is the last input
-    params |= mask_params(spec, body, mask_index)
     job = await run_in_threadpool(
         submit,
         services,
@@ -113,28 +105,6 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     if body.stream:
         return stream_image_job(services, job, body)
     return await _answer_when_done(request, services, session, job, body)
-
-
-def _image_params(settings: Settings, spec: ModelSpec, body: ImageRequestBase, size: tuple[int, int]) -> dict:
-    check_stream_params(spec, body)
-    if body.background == "transparent":
-        raise bad_request(
-            f"The model '{spec.name}' paints every pixel, so it cannot make a transparent background; "
-            "no model served here can. Send background 'opaque' or 'auto', or leave it out.",
-            param="background",
-            code="unsupported_parameter",
-        )
-    if body.n > spec.max_images:
-        raise bad_request(f"The model '{spec.name}' makes at most {spec.max_images} images per request.", param="n")
-    width, height = size
-    params = generation_params(settings, spec, body, width, height) | {
-        "num_images": body.n,
-        "output_format": body.output_format,
-        "output_compression": body.output_compression,
-    }
-    if body.stream and body.partial_images:
-        params["partial_images"] = body.partial_images  # the worker decodes previews only then
-    return params
 
 
 def _current_status(services: Services, job_id: str):
@@ -178,12 +148,12 @@ async def _answer_when_done(request: Request, services: Services, session, job: 
     else:
         blobs = await run_in_threadpool(lambda: [services.blobs.get(key) for key in job.output_keys])
         data = [ImageData(b64_json=base64.b64encode(blob).decode()) for blob in blobs]
-    params = job.params
+    params = JobParams.from_stored(job.params)
     return ImagesResponse(
         created=int(job.created_at.timestamp()),
         data=data,
-        output_format=params["output_format"],
-        size=f"{params['width']}x{params['height']}",
+        output_format=params.output_format,
+        size=params.size,
         background="opaque",  # these models always paint every pixel
     )
 
@@ -195,7 +165,7 @@ def _get_image_job(session, image_id: str, owner: str) -> Job:
 @router.get("/{image_id}", response_model=ImageJob)
 def retrieve_image_job(image_id: str, session: SessionDep, owner: OwnerDep) -> ImageJob:
     job = _get_image_job(session, image_id, owner)
-    params = job.params
+    params = JobParams.from_stored(job.params)
     return ImageJob(
         id=job.id,
         status=job.status,
@@ -203,8 +173,8 @@ def retrieve_image_job(image_id: str, session: SessionDep, owner: OwnerDep) -> I
         created_at=int(job.created_at.timestamp()),
         completed_at=int(job.completed_at.timestamp()) if job.completed_at else None,
         model=job.model,
-        size=f"{params['width']}x{params['height']}",
-        n=params["num_images"],
+        size=params.size,
+        n=params.num_images,
         error=ErrorObject(code=job.error_code, message=job.error_message or "") if job.error_code else None,
     )
 

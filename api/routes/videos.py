@@ -14,9 +14,11 @@ from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
 from api.errors import APIError, bad_request
 from api.input_reference import HOW_TO_SEND, read_reference, reference_source
-from api.remix import remix_params, remixable_model, source_inputs
+from api.remix import remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
-from api.submission import generation_params, parse_size, resolve_model, submit
+from api.submission.model_choice import parse_size, resolve_model
+from api.submission.params import remix_params, video_length, video_params
+from api.submission.submit import submit
 from pipelines.registry import Family
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
@@ -50,11 +52,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
             param="input_reference",
             code="missing_required_parameter",
         )
-    seconds = body.seconds or spec.frames.default_seconds
-    try:
-        num_frames = spec.frames.frames_for(seconds)
-    except ValueError as error:
-        raise bad_request(str(error), param="seconds") from None
+    length = video_length(spec, body.seconds)
     # The size is checked before the image is fetched: a bad request costs no download.
     size = parse_size(spec, body.size) if body.size not in (None, "auto") else None
     uploads = [await read_reference(reference, settings)] if reference is not None else []
@@ -62,12 +60,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
         # An image-to-video model runs at its trained area, in the input image's aspect ratio.
         image = uploads[0] if uploads else None
         size = spec.size.fit(image.width, image.height, upscale=True) if image else spec.size.default
-    width, height = size
-    params = generation_params(settings, spec, body, width, height) | {
-        "seconds": seconds,
-        "num_frames": num_frames,
-        "fps": spec.frames.fps,
-    }
+    params = video_params(settings, spec, body, size, length)
     job = await run_in_threadpool(
         submit,
         services,

@@ -123,7 +123,7 @@ def test_strength_is_checked(client, nothing_written, extra, mask, param):
 
 def test_a_mask_on_a_generation_model_is_refused(client, nothing_written):
     # Every edit model served here takes masks (the refusal for one that does not is a unit test:
-    # tests/unit/test_masks.py); a text-to-image model cannot take the edit at all.
+    # tests/unit/api/test_masks.py); a text-to-image model cannot take the edit at all.
     with pytest.raises(openai.BadRequestError) as error:
         client.images.edit(
             model="tiny-qwen-image",

@@ -108,7 +108,7 @@ def test_which_jobs_keep_their_input_images_once_run(tmp_path, sessions, kind, r
         settings=Settings(data_dir=tmp_path, job_watch_interval_s=0.01),
         sessions=sessions,
         blobs=blobs,
-        runners={"model": runner},
+        runners={"tiny-wan": runner},
         worker_id="test:1",
     )
     png = io.BytesIO()
@@ -118,7 +118,7 @@ def test_which_jobs_keep_their_input_images_once_run(tmp_path, sessions, kind, r
         blobs.put(f"inputs/{job_id}/0", png.getvalue(), "image/png")
         params = {"prompt": "a fox", "width": 16, "height": 16, "seed": 1, "num_inference_steps": 1, "num_frames": 5}
         jobs.create(
-            session, job_id=job_id, kind=kind, model="model", owner="o", params=params, input_keys=[f"inputs/{job_id}/0"]
+            session, job_id=job_id, kind=kind, model="tiny-wan", owner="o", params=params, input_keys=[f"inputs/{job_id}/0"]
         )
         session.commit()
 

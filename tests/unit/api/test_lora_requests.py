@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from pydantic import ValidationError
 
 from api.bodies import _add_to_object_list, _lists_from_indices, _nest
 from api.errors import APIError, validation_error
 from api.schemas import ImageGenerateRequest
-from api.submission import generation_params
 from darkroom.settings import Settings
 from pipelines.lora_names import check_lora_name
-from pipelines.registry import get_model
 
 
 @pytest.mark.parametrize("name", ["ink", "styles/ink-v2", "someone/ink.style/ink_1.safetensors", "A1"])
@@ -54,41 +50,6 @@ def test_a_bad_item_is_named_with_its_index():
     assert (error.param, error.code) == ("lora[1].scale", "invalid_value")
     error = _first_error({"prompt": "x", "lora": [{"path_or_id": "../up"}]})
     assert error.param == "lora[0].path_or_id" and "LoRA name" in error.message
-
-
-def body(lora):
-    return SimpleNamespace(
-        prompt="x", seed=1, num_inference_steps=None, negative_prompt=None, guidance_scale=None,
-        true_cfg_scale=None, cache=None, lora=lora,
-    )  # fmt: skip
-
-
-def adapters(*names):
-    return [SimpleNamespace(path_or_id=name, scale=1.0, model_dump=lambda n=name: {"path_or_id": n, "scale": 1.0}) for name in names]
-
-
-def test_the_job_records_the_adapters_and_none_without():
-    spec = get_model("tiny-wan")
-    assert generation_params(Settings(), spec, body(adapters("a", "b")), 32, 32)["lora"] == [
-        {"path_or_id": "a", "scale": 1.0},
-        {"path_or_id": "b", "scale": 1.0},
-    ]
-    assert generation_params(Settings(), spec, body(None), 32, 32)["lora"] is None
-    assert generation_params(Settings(), spec, body([]), 32, 32)["lora"] is None
-
-
-@pytest.mark.parametrize(
-    "settings,lora,param",
-    [
-        ({"lora_max_per_request": 2}, ("a", "b", "c"), "lora"),
-        ({}, ("a", "b", "a"), "lora[2].path_or_id"),
-        ({"compile_transformer": True}, ("a",), "lora"),
-    ],
-)
-def test_limits_per_deployment(settings, lora, param):
-    with pytest.raises(APIError) as error:
-        generation_params(Settings(**settings), get_model("tiny-qwen-image"), body(adapters(*lora)), 32, 32)
-    assert (error.value.status, error.value.param) == (400, param)
 
 
 def test_the_adapter_cache_must_hold_a_whole_request():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from api.bodies import Upload
 from api.errors import APIError
-from api.masks import mask_params, read_mask
+from api.masks import read_mask
 from darkroom.settings import Settings
 from pipelines.masks import edits_anything, keep_unmasked, repaint_area
 from pipelines.registry import get_model
@@ -139,12 +138,3 @@ def test_a_model_without_an_inpainting_pipeline_refuses_a_mask_and_names_those_t
     error = refusal(png(left_half_mask()), spec=no_masks)
     assert error.code == "unsupported_parameter"
     assert "'edit-without-masks' does not take a mask" in error.message and "tiny-qwen-image-edit" in error.message
-
-
-def test_the_job_records_the_mask_input_and_the_strength():
-    assert mask_params(EDIT, SimpleNamespace(strength=None), 1) == {"mask_input": 1, "strength": 1.0}
-    assert mask_params(EDIT, SimpleNamespace(strength=0.4), 2) == {"mask_input": 2, "strength": 0.4}
-    assert mask_params(EDIT, SimpleNamespace(strength=None), None) == {}
-    with pytest.raises(APIError) as error:
-        mask_params(EDIT, SimpleNamespace(strength=0.5), None)
-    assert (error.value.param, error.value.code) == ("strength", "unsupported_parameter")

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from sqlalchemy import inspect
 
 from api.errors import APIError, validation_error
-from api.remix import remix_params, remixable_model, source_inputs
+from api.remix import remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoRemixRequest
-from api.submission import _fingerprint
+from api.submission.idempotency import fingerprint
 from storage import jobs
 from storage.blobs import LocalBlobStore
 from storage.db import alembic_config, make_engine
@@ -43,13 +43,6 @@ def _source(status: JobStatus = JobStatus.COMPLETED, **fields) -> Job:
         "input_keys": [],
     }
     return Job(status=status, **(values | fields))
-
-
-def test_a_remix_runs_the_source_parameters_with_the_new_prompt():
-    source = _source()
-    params = remix_params(source, "a blue fox")
-    assert params == PARAMS | {"prompt": "a blue fox"}
-    assert source.params == PARAMS  # the source's record is untouched
 
 
 def test_a_completed_source_on_a_served_model_remixes_on_that_model():
@@ -115,11 +108,11 @@ def test_remix_request_errors_name_the_field(data, param, code):
 
 def test_one_idempotency_key_tells_remixes_of_different_sources_apart():
     remix = VideoRemixRequest(prompt="x")
-    of_a = _fingerprint(JobKind.VIDEO, remix, (), "video_a")
-    assert of_a == _fingerprint(JobKind.VIDEO, VideoRemixRequest(prompt="x"), (), "video_a")
-    assert of_a != _fingerprint(JobKind.VIDEO, remix, (), "video_b")
+    of_a = fingerprint(JobKind.VIDEO, remix, (), "video_a")
+    assert of_a == fingerprint(JobKind.VIDEO, VideoRemixRequest(prompt="x"), (), "video_a")
+    assert of_a != fingerprint(JobKind.VIDEO, remix, (), "video_b")
     # A create with the same body is another request too.
-    assert of_a != _fingerprint(JobKind.VIDEO, VideoCreateRequest(prompt="x"), ())
+    assert of_a != fingerprint(JobKind.VIDEO, VideoCreateRequest(prompt="x"), ())
 
 
 def test_the_source_is_stored_and_shown_and_absent_on_other_videos(sessions):
