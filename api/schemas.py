@@ -103,7 +103,7 @@ class ImageRequestBase(GenerationExtensions):
     output_format: Literal["png", "webp", "jpeg"] = "png"
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
     background: Literal["transparent", "opaque", "auto"] | None = None
-    # Accepted for compatibility; these models have no notion of them (documented in README).
+    # Accepted for compatibility; these models have no notion of them (docs/api.md, Errors).
     quality: Literal["low", "medium", "high", "auto", "standard", "hd"] | None = None
     user: str | None = None
     safety_identifier: str | None = None
