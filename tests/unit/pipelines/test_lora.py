@@ -270,7 +270,7 @@ def test_adapter_load_and_activation_cost(runners, make_request, capsys):
 def test_a_sharded_group_runs_a_lora_as_one_process_does(runners, models_dir, tmp_path):
     """Every rank loads and turns on the adapter in its own runner (the worker hands each the same
     GenerationRequest); the sharded output matches the unsharded one."""
-    from tests.processes import free_port
+    from bench.processes import free_port
     from tests.unit.pipelines.sharded_lora_ranks import REQUEST, WITH_LORA
 
     qwen = resolve_model_path(get_model("tiny-qwen-image"), models_dir)

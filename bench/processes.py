@@ -1,5 +1,7 @@
-"""Starting and stopping the processes a live Darkroom is made of; used by the integration tests
-and by the benchmarks."""
+"""Starting and stopping the processes a live Darkroom is made of: darkroom's own (API, worker),
+moto's S3 server, free ports. The benchmarks start a stack with these, and so do the integration
+and chaos tests: tests/ may import bench/, never the reverse, and the product imports neither.
+"""
 
 from __future__ import annotations
 
