@@ -27,7 +27,7 @@ from sqlalchemy import select
 from api.deps import Services
 from api.errors import bad_request
 from api.schemas import ImageRequestBase
-from pipelines.registry import PREVIEW_PIPELINES, ModelSpec
+from pipelines.spec.registry import PREVIEW_PIPELINES, ModelSpec
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 

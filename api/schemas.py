@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.cache_policy import CachePolicy
-from pipelines.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
 from storage.models import Job, JobStatus
 
 Prompt = Annotated[str, Field(max_length=10_000)]

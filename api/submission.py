@@ -23,8 +23,8 @@ from api.schemas import GenerationExtensions, VideoRemixRequest
 from darkroom.logs import bind
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
-from pipelines.lora_names import LORA_PIPELINES
-from pipelines.registry import REGISTRY, Family, ModelSpec
+from pipelines.spec.lora_names import LORA_PIPELINES
+from pipelines.spec.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
 from storage.models import IdempotencyKey, Job, JobKind, JobStatus
 from worker.celery_app import publish_generate

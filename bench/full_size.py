@@ -36,10 +36,10 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from bench.cache import Row, measure, psnr
 from pipelines import acceleration
 from pipelines.memory import MemoryOptions, Offload, place_pipeline
-from pipelines.registry import get_model
 from pipelines.runners import TextToImageRunner
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest
 from pipelines.tiny import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
-from pipelines.types import GenerationRequest
 
 # Qwen/Qwen-Image's scheduler/scheduler_config.json.
 _SCHEDULER = dict(

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from darkroom.outbound import parse_allowed_entry
-from pipelines.cache_policy import CachePolicy
-from pipelines.parallel import ParallelPlan
-from pipelines.registry import REGISTRY, TINY_MODELS
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.parallel_plan import ParallelPlan
+from pipelines.spec.registry import REGISTRY, TINY_MODELS
 
 # Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
 _MIN_SECRET_BYTES = 24

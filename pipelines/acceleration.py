@@ -15,8 +15,8 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
-from pipelines.cache_policy import FirstBlockCache, MagCache, NoCache, TaylorSeer
-from pipelines.registry import ModelSpec
+from pipelines.spec.cache_policy import FirstBlockCache, MagCache, NoCache, TaylorSeer
+from pipelines.spec.registry import ModelSpec
 
 log = logging.getLogger("darkroom.pipelines")
 

@@ -27,8 +27,8 @@ import torch.distributed as dist
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from pipelines.registry import ModelSpec
-from pipelines.types import GenerationRequest
+from pipelines.spec.registry import ModelSpec
+from pipelines.spec.types import GenerationRequest
 
 HOOK_NAME = "darkroom_cfg_parallel"
 

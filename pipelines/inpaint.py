@@ -38,7 +38,7 @@ from diffusers.pipelines.qwenimage import (
 )
 from PIL import Image
 
-from pipelines.registry import ModelSpec
+from pipelines.spec.registry import ModelSpec
 
 # What QwenImageEditPlusPipeline._get_qwen_prompt_embeds puts before the prompt for one image.
 _PLUS_ONE_IMAGE = "Picture 1: <|vision_start|><|image_pad|><|vision_end|>"

@@ -36,11 +36,11 @@ from pipelines.memory import (
     place_pipeline,
     reset_device_peak,
 )
-from pipelines.parallel import ParallelPlan, enable_context_parallel, group_mesh
-from pipelines.registry import Family, ModelSpec
 from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner
+from pipelines.spec.parallel_plan import ParallelPlan, enable_context_parallel, group_mesh
+from pipelines.spec.registry import Family, ModelSpec
+from pipelines.spec.types import GenerationRequest
 from pipelines.tiny import build_tiny_model
-from pipelines.types import GenerationRequest
 from pipelines.video_runners import ImageToVideoRunner, TextToVideoRunner
 
 log = logging.getLogger("darkroom.pipelines")

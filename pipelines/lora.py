@@ -28,14 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.lora_names import (
+from pipelines.spec.lora_names import (
     LORA_INCOMPATIBLE,
     LORA_INVALID,
     LORA_NOT_FOUND,
     LORA_UNSUPPORTED,
     check_lora_name,
 )
-from pipelines.types import LoraWeight
+from pipelines.spec.types import LoraWeight
 
 log = logging.getLogger("darkroom.pipelines")
 

@@ -25,7 +25,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
-from pipelines.types import PreviewCallback
+from pipelines.spec.types import PreviewCallback
 
 # (pipeline, clean packed latents, width, height) -> the preview image.
 Decoder = Callable[[Any, torch.Tensor, int, int], Image.Image]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.runners import Runner, _common_kwargs
-from pipelines.types import GenerationRequest, PreviewCallback, StepCallback, VideoOutput
+from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback, VideoOutput
 
 
 class TextToVideoRunner(Runner):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from darkroom.logs import log_context
 from darkroom.settings import Settings
 from pipelines.lora import LoraError
-from pipelines.types import GenerationRequest, ImageOutput, LoraWeight, VideoOutput
+from pipelines.spec.types import GenerationRequest, ImageOutput, LoraWeight, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind

@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.parallel import ParallelPlan, SyncedSteps, cache_conflict
-from pipelines.types import GenerationRequest, PreviewCallback, StepCallback
+from pipelines.spec.parallel_plan import ParallelPlan, SyncedSteps, cache_conflict
+from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
 
 log = logging.getLogger("darkroom.worker")
@@ -98,7 +98,7 @@ class RankGroup:
 
     def start(self, env: dict[str, str] | None = None) -> RankGroup:
         """Spawn the followers and join the group with them (blocks until all have joined)."""
-        from pipelines.parallel import join_group
+        from pipelines.spec.parallel_plan import join_group
 
         init_method = f"tcp://127.0.0.1:{_free_port()}"
         for rank in range(1, self.plan.world_size):
@@ -273,7 +273,7 @@ def follower_main(rank: int, init_method: str) -> int:
     """A follower rank: join, load, then run each job handed down the pipe until EOF."""
     from darkroom.logs import configure_logging
     from darkroom.settings import get_settings
-    from pipelines.parallel import join_group
+    from pipelines.spec.parallel_plan import join_group
     from worker.main import load_runners
 
     settings = get_settings()

@@ -30,8 +30,8 @@ from api.schemas import (
 )
 from api.submission import generation_params, parse_size, resolve_model, submit
 from darkroom.settings import Settings
-from pipelines.lora_names import LORA_ERROR_CODES
-from pipelines.registry import Family, ModelSpec
+from pipelines.spec.lora_names import LORA_ERROR_CODES
+from pipelines.spec.registry import Family, ModelSpec
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 

@@ -17,7 +17,7 @@ from api.input_reference import HOW_TO_SEND, read_reference, reference_source
 from api.remix import remix_params, remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
 from api.submission import generation_params, parse_size, resolve_model, submit
-from pipelines.registry import Family
+from pipelines.spec.registry import Family
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 

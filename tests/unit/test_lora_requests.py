@@ -13,8 +13,8 @@ from api.errors import APIError, validation_error
 from api.schemas import ImageGenerateRequest
 from api.submission import generation_params
 from darkroom.settings import Settings
-from pipelines.lora_names import check_lora_name
-from pipelines.registry import get_model
+from pipelines.spec.lora_names import check_lora_name
+from pipelines.spec.registry import get_model
 
 
 @pytest.mark.parametrize("name", ["ink", "styles/ink-v2", "someone/ink.style/ink_1.safetensors", "A1"])

@@ -10,7 +10,7 @@ from api.errors import APIError
 from api.routes.models import _model
 from api.submission import generation_params
 from darkroom.settings import Settings
-from pipelines.registry import REGISTRY, get_model
+from pipelines.spec.registry import REGISTRY, get_model
 
 SETTINGS = Settings()
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from PIL import Image
 
 from pipelines.previews import DECODERS
-from pipelines.registry import PREVIEW_PIPELINES, REGISTRY, Family
+from pipelines.spec.registry import PREVIEW_PIPELINES, REGISTRY, Family
 from storage import jobs
 from storage.blobs import LocalBlobStore
 from storage.models import Job, JobKind

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.registry import REGISTRY, TINY_MODELS, Family, FrameRule, SizeRule, get_model
+from pipelines.spec.registry import REGISTRY, TINY_MODELS, Family, FrameRule, SizeRule, get_model
 
 RULE = SizeRule(default=(64, 64), multiple=16, min_side=16, max_side=256)
 
@@ -96,7 +96,7 @@ def test_the_registry_and_the_api_do_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, api.app, pipelines.registry; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    code = "import sys, api.app, pipelines.spec.registry; print('torch' in sys.modules, 'diffusers' in sys.modules)"
     assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "False"]
 
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from bench.cache import AttentionCounter
 from pipelines.loader import load_runner
-from pipelines.parallel import ParallelPlan, join_group, leave_group
-from pipelines.registry import get_model
-from pipelines.types import GenerationRequest, ImageOutput
+from pipelines.spec.parallel_plan import ParallelPlan, join_group, leave_group
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest, ImageOutput
 
 STEPS = 6
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from pipelines.loader import load_runner
 from pipelines.lora import LoraError
-from pipelines.parallel import join_group, leave_group
-from pipelines.registry import get_model
-from pipelines.types import GenerationRequest, LoraWeight
+from pipelines.spec.parallel_plan import join_group, leave_group
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest, LoraWeight
 from tests.unit.pipelines.sharded_ranks import PLAN
 
 REQUEST = GenerationRequest(

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from pipelines.loader import load_runner
-from pipelines.parallel import GroupStopped, ParallelPlan, SyncedSteps, join_group, leave_group
-from pipelines.registry import get_model
+from pipelines.spec.parallel_plan import GroupStopped, ParallelPlan, SyncedSteps, join_group, leave_group
+from pipelines.spec.registry import get_model
 
 PLAN = ParallelPlan(devices=("cpu", "cpu"), ulysses_degree=2)
 

@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 
 from pipelines.loader import load_runner, resolve_model_path
 from pipelines.lora import LoraAdapters, LoraError, resolve_adapter_file
-from pipelines.lora_names import LORA_PIPELINES
-from pipelines.registry import REGISTRY, get_model
 from pipelines.runners import TextToImageRunner
+from pipelines.spec.lora_names import LORA_PIPELINES
+from pipelines.spec.registry import REGISTRY, get_model
+from pipelines.spec.types import LoraWeight
 from pipelines.tiny_lora import build_tiny_lora
-from pipelines.types import LoraWeight
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 
 from bench.cache import AttentionCounter
 from pipelines.acceleration import Acceleration
-from pipelines.cache_policy import TaylorSeer
 from pipelines.loader import load_runner
-from pipelines.registry import get_model
 from pipelines.runners import TextToImageRunner
-from pipelines.types import ImageOutput
+from pipelines.spec.cache_policy import TaylorSeer
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import ImageOutput
 
 TAYLORSEER = {"type": "taylorseer", "interval": 3, "warmup_steps": 2, "order": 1}
 FIRST_BLOCK = {"type": "first_block_cache", "threshold": 0.6}

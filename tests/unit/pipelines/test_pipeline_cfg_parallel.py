@@ -14,8 +14,8 @@ import pytest
 from bench.cache import AttentionCounter
 from bench.processes import free_port
 from pipelines.cfg_parallel import makes_two_passes
-from pipelines.parallel import ParallelConfigError, ParallelPlan, check_plan
-from pipelines.registry import get_model
+from pipelines.spec.parallel_plan import ParallelConfigError, ParallelPlan, check_plan
+from pipelines.spec.registry import get_model
 from tests.unit.pipelines.cfg_ranks import STEPS, pixels, requests
 
 QWEN, WAN, FLUX = (get_model(name) for name in ("tiny-qwen-image", "tiny-wan", "tiny-flux"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.loader import load_runner
-from pipelines.registry import get_model
 from pipelines.runners import TextToImageRunner
+from pipelines.spec.registry import get_model
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from pipelines.loader import component_dtypes, load_pipeline
-from pipelines.registry import get_model
-from pipelines.types import VideoOutput
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import VideoOutput
 from pipelines.video_runners import cover_and_center_crop
 
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 from pipelines.inpaint import build_inpaint_pipeline, steps_run
 from pipelines.loader import load_pipeline
-from pipelines.registry import get_model
 from pipelines.runners import ImageEditRunner
+from pipelines.spec.registry import get_model
 
 EDIT = "tiny-qwen-image-edit"
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipelines import processor_compat
 from pipelines.loader import ModelNotAvailableError, resolve_model_path
-from pipelines.registry import get_model
+from pipelines.spec.registry import get_model
 from pipelines.tiny import build_qwen_tokenizer
 
 

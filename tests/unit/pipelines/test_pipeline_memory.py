@@ -26,7 +26,7 @@ from pipelines.memory import (
     component_weight_bytes,
     resident_bytes,
 )
-from pipelines.registry import get_model
+from pipelines.spec.registry import get_model
 
 QWEN = get_model("tiny-qwen-image")
 

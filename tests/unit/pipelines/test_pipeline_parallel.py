@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench.processes import free_port
-from pipelines.parallel import CP_PLAN_TRANSFORMERS, ParallelConfigError, ParallelPlan, check_plan
-from pipelines.registry import get_model
+from pipelines.spec.parallel_plan import CP_PLAN_TRANSFORMERS, ParallelConfigError, ParallelPlan, check_plan
+from pipelines.spec.registry import get_model
 from tests.unit.pipelines.sharded_ranks import pipeline_kwargs, taylorseer
 
 QWEN = get_model("tiny-qwen-image")

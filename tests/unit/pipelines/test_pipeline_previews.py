@@ -11,8 +11,8 @@ from PIL import Image
 
 from pipelines.loader import load_runner
 from pipelines.previews import DECODERS, Previews, predicted_clean, preview_steps
-from pipelines.registry import get_model
 from pipelines.runners import _edit_vae_image_area
+from pipelines.spec.registry import get_model
 
 FAMILIES = ["tiny-qwen-image", "tiny-qwen-image-edit", "tiny-flux"]
 RED = Image.new("RGB", (64, 48), (200, 30, 30))

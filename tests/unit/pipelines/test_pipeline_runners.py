@@ -6,7 +6,7 @@ from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 from PIL import Image
 
 from pipelines.media import encode_mp4, probe_video
-from pipelines.types import ImageOutput, VideoOutput
+from pipelines.spec.types import ImageOutput, VideoOutput
 
 
 def pixels(images: list[Image.Image]) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.registry import TINY_MODELS
+from pipelines.spec.registry import TINY_MODELS
 from pipelines.tiny import (
     QWEN_SPECIAL_TOKENS,
     TINY_BUILDERS,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from pipelines.cache_policy import NO_CACHE, CachePolicy, MagCache
-from pipelines.rules import FrameRule, SizeRule
+from pipelines.spec.cache_policy import NO_CACHE, CachePolicy, MagCache
+from pipelines.spec.rules import FrameRule, SizeRule
 
 __all__ = ["REGISTRY", "TINY_MODELS", "Family", "FrameRule", "ModelSpec", "SizeRule", "get_model"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pipelines.registry import ModelSpec
-from pipelines.types import StepCallback
+from pipelines.spec.registry import ModelSpec
+from pipelines.spec.types import StepCallback
 
 log = logging.getLogger("darkroom.pipelines")
 
