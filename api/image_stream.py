@@ -27,7 +27,7 @@ from sqlalchemy import select
 from api.deps import Services
 from api.errors import bad_request
 from api.schemas import ImageRequestBase
-from pipelines.spec.registry import PREVIEW_PIPELINES, ModelSpec
+from pipelines.spec.registry import ModelSpec
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 
@@ -61,7 +61,7 @@ def check_stream_params(spec: ModelSpec, body: ImageRequestBase) -> None:
             param="response_format",
             code="unsupported_parameter",
         )
-    if body.partial_images and spec.pipeline_class not in PREVIEW_PIPELINES:
+    if body.partial_images and not spec.traits.previews:
         raise bad_request(
             f"The model '{spec.name}' cannot make partial images; send partial_images 0.",
             param="partial_images",

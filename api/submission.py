@@ -23,7 +23,6 @@ from api.schemas import GenerationExtensions, VideoRemixRequest
 from darkroom.logs import bind
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
-from pipelines.spec.lora_names import LORA_PIPELINES
 from pipelines.spec.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
 from storage.models import IdempotencyKey, Job, JobKind, JobStatus
@@ -131,7 +130,7 @@ def _lora(settings: Settings, spec: ModelSpec, body: Any) -> list[dict[str, Any]
     and fits the model only the worker can tell: that fails the job (`lora_not_found`, ...)."""
     if not body.lora:
         return None
-    if spec.pipeline_class not in LORA_PIPELINES:
+    if not spec.traits.takes_lora:
         raise bad_request(f"The model '{spec.name}' takes no LoRA adapters.", param="lora", code="unsupported_parameter")
     if settings.compile_transformer:
         raise bad_request(

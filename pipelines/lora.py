@@ -33,23 +33,15 @@ from pipelines.spec.lora_names import (
     LORA_INVALID,
     LORA_NOT_FOUND,
     LORA_UNSUPPORTED,
+    WEIGHT_NAME,
+    LoraError,
     check_lora_name,
 )
 from pipelines.spec.types import LoraWeight
 
 log = logging.getLogger("darkroom.pipelines")
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' `save_lora_weights` writes
 _TRANSFORMER = "transformer."
-
-
-class LoraError(Exception):
-    """A requested adapter cannot run here; `code` is the job's error code. The message is the
-    tenant's to read, so it names the adapter as they did, never a path on the worker."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def resolve_adapter_file(path_or_id: str, lora_dir: Path) -> Path:

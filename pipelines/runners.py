@@ -24,10 +24,10 @@ from pipelines.acceleration import (
 )
 from pipelines.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.inpaint import build_inpaint_pipeline, output_size, steps_run
-from pipelines.lora import LoraAdapters, LoraError
+from pipelines.lora import LoraAdapters
 from pipelines.previews import DECODERS, Previews, preview_steps
 from pipelines.spec.cache_policy import parse_cache_policy
-from pipelines.spec.lora_names import LORA_UNSUPPORTED
+from pipelines.spec.lora_names import LORA_UNSUPPORTED, LoraError
 from pipelines.spec.masks import keep_unmasked, repaint_area
 from pipelines.spec.registry import ModelSpec
 from pipelines.spec.types import (

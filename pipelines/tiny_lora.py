@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from pipelines.lora import WEIGHT_NAME
+from pipelines.spec.lora_names import WEIGHT_NAME
 
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections of Qwen, Wan and FLUX
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
 from darkroom.settings import Settings
-from pipelines.lora import LoraError
+from pipelines.spec.lora_names import LoraError
 from pipelines.spec.types import GenerationRequest, ImageOutput, LoraWeight, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore

@@ -1,5 +1,6 @@
-"""How a request names a LoRA adapter, and which models take one. Pure data, no torch: the API
-checks a request against these rules, and the worker checks again before it touches its disk.
+"""How a request names a LoRA adapter, and how a job fails when one cannot run. Pure data, no
+torch: the API checks a request against these rules, and the worker checks again before it touches
+its disk. Which pipelines take adapters at all is a pipeline trait (pipelines/spec/pipeline_traits.py).
 
 A `path_or_id` is a relative name, never a path a tenant chooses on the worker: one or more
 segments of letters, digits, `.`, `_` and `-`, separated by `/`, each starting with a letter or a
@@ -22,6 +23,8 @@ LORA_INCOMPATIBLE = "lora_incompatible"  # made for another model: layers or sha
 LORA_UNSUPPORTED = "lora_unsupported"  # this worker cannot run LoRA on the model (e.g. compiled)
 LORA_ERROR_CODES = frozenset({LORA_NOT_FOUND, LORA_INVALID, LORA_INCOMPATIBLE, LORA_UNSUPPORTED})
 
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' `save_lora_weights` writes
+
 MAX_NAME_LENGTH = 256
 MIN_SCALE, MAX_SCALE = -4.0, 4.0  # negative scales are legitimate (slider LoRAs push both ways)
 
@@ -34,11 +37,14 @@ NAME_RULE = (
     "separated by '/', each starting with a letter or digit; absolute paths and '..' are refused"
 )
 
-# Pipeline classes with a diffusers LoRA loader mixin (`load_lora_weights`, `set_adapters`):
-# tests/unit/pipelines/test_lora.py checks this table against the installed diffusers.
-LORA_PIPELINES: frozenset[str] = frozenset(
-    {"QwenImagePipeline", "QwenImageEditPlusPipeline", "WanPipeline", "WanImageToVideoPipeline", "FluxPipeline"}
-)
+
+class LoraError(Exception):
+    """A requested adapter cannot run here; `code` is the job's error code. The message is the
+    tenant's to read, so it names the adapter as they did, never a path on the worker."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def check_lora_name(value: str) -> str:

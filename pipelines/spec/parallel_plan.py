@@ -24,16 +24,6 @@ from pipelines.spec.types import StepCallback
 
 log = logging.getLogger("darkroom.pipelines")
 
-# Pipeline class -> its transformer class, for the families whose transformer ships a `_cp_plan` in
-# diffusers 0.42 (tests/unit/pipelines/test_pipeline_parallel.py checks this table against the installed diffusers).
-# Kept here as data so the check runs in the torch-free parent at start-up.
-CP_PLAN_TRANSFORMERS: dict[str, str] = {
-    "QwenImagePipeline": "QwenImageTransformer2DModel",
-    "QwenImageEditPlusPipeline": "QwenImageTransformer2DModel",
-    "WanPipeline": "WanTransformer3DModel",
-    "FluxPipeline": "FluxTransformer2DModel",
-}
-
 # Cache policies whose skip decision depends on the activations. Under context parallelism each
 # rank sees only its shard of them, so ranks can decide differently at the same step: one runs the
 # remaining blocks (and their all-to-alls) while another skips them, and the group deadlocks.
@@ -148,7 +138,7 @@ def check_plan(
             )
         if not plan.context_parallel:
             continue  # the rest is about sharding the sequence
-        if spec.pipeline_class not in CP_PLAN_TRANSFORMERS:
+        if spec.traits.context_parallel_transformer is None:
             reasons.append(
                 f"model {spec.name} ({spec.pipeline_class}) has no context-parallel plan in diffusers"
             )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from pipelines.spec.cache_policy import NO_CACHE, CachePolicy, MagCache
+from pipelines.spec.pipeline_traits import PipelineTraits, pipeline_traits
 from pipelines.spec.rules import FrameRule, SizeRule
 
 __all__ = ["REGISTRY", "TINY_MODELS", "Family", "FrameRule", "ModelSpec", "SizeRule", "get_model"]
@@ -21,10 +22,6 @@ class Family(StrEnum):
     IMAGE_EDIT = "image-edit"
     TEXT_TO_VIDEO = "text-to-video"
     IMAGE_TO_VIDEO = "image-to-video"  # a video that starts from `input_reference`
-
-
-# Pipelines whose previews `pipelines.previews` can decode (`partial_images` on a streamed image).
-PREVIEW_PIPELINES = frozenset({"QwenImagePipeline", "QwenImageEditPlusPipeline", "FluxPipeline"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +65,11 @@ class ModelSpec:
     @property
     def is_tiny(self) -> bool:
         return self.name.startswith("tiny-")
+
+    @property
+    def traits(self) -> PipelineTraits:
+        """What its diffusers pipeline class supports: LoRA, previews, context parallelism."""
+        return pipeline_traits(self.pipeline_class)
 
 
 _WAN_NEGATIVE_PROMPT = (

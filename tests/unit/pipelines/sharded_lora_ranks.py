@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.loader import load_runner
-from pipelines.lora import LoraError
+from pipelines.spec.lora_names import LoraError
 from pipelines.spec.parallel_plan import join_group, leave_group
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest, LoraWeight
