@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 
-from pipelines.acceleration import (
+from pipelines.acceleration.cache_hooks import (
     Policy,
     cache_enabled,
     cache_with_compile_refusal,
     diffusers_cache_config,
 )
-from pipelines.cfg_parallel import cfg_split, makes_two_passes
+from pipelines.acceleration.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.inpaint import build_inpaint_pipeline, output_size, steps_run
 from pipelines.lora import LoraAdapters
 from pipelines.previews import DECODERS, Previews, preview_steps

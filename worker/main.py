@@ -45,9 +45,8 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from pipelines.acceleration import Acceleration
-    from pipelines.loader import load_runner
-    from pipelines.memory import MemoryOptions, Offload
+    from pipelines.acceleration.memory import MemoryOptions, Offload
+    from pipelines.loader import Acceleration, load_runner
     from pipelines.spec.registry import get_model
 
     diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log

@@ -2,7 +2,7 @@
 
 Pure data (pydantic, no torch): the API validates a request's `cache` against these models, the
 job records the policy as a plain dict, and the worker turns it into a diffusers config
-(`pipelines.acceleration`). Only hooks that work with separate cond/uncond passes are offered
+(pipelines/acceleration/cache_hooks.py). Only hooks that work with separate cond/uncond passes are offered
 (diffusers-notes: PyramidAttentionBroadcast and FasterCache break on Qwen and Wan CFG).
 """
 

@@ -58,8 +58,8 @@ class ModelSpec:
     strength: float = 1.0
     # The cache a job runs with unless it asks for another (or the operator sets one per model).
     cache: CachePolicy = NO_CACHE
-    # Name of the per-step MagCache ratios calibrated for this checkpoint (pipelines.acceleration
-    # MAG_RATIOS); without them MagCache is refused.
+    # Name of the per-step MagCache ratios calibrated for this checkpoint (MAG_RATIOS in
+    # pipelines/acceleration/cache_hooks.py); without them MagCache is refused.
     mag_ratios: str | None = None
 
     @property

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.cache import AttentionCounter
+from pipelines.acceleration.distributed import join_group, leave_group
 from pipelines.loader import load_runner
-from pipelines.spec.parallel_plan import ParallelPlan, join_group, leave_group
+from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest, ImageOutput
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.acceleration.distributed import join_group, leave_group
 from pipelines.loader import load_runner
 from pipelines.spec.lora_names import LoraError
-from pipelines.spec.parallel_plan import join_group, leave_group
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest, LoraWeight
 from tests.unit.pipelines.sharded_ranks import PLAN

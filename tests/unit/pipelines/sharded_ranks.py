@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.acceleration.distributed import GroupStopped, SyncedSteps, join_group, leave_group
 from pipelines.loader import load_runner
-from pipelines.spec.parallel_plan import GroupStopped, ParallelPlan, SyncedSteps, join_group, leave_group
+from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import get_model
 
 PLAN = ParallelPlan(devices=("cpu", "cpu"), ulysses_degree=2)

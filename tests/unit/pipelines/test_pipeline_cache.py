@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from bench.cache import AttentionCounter
-from pipelines.acceleration import Acceleration
-from pipelines.loader import load_runner
+from pipelines.loader import Acceleration, load_runner
 from pipelines.runners import TextToImageRunner
 from pipelines.spec.cache_policy import TaylorSeer
 from pipelines.spec.registry import get_model

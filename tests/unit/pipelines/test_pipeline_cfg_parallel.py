@@ -13,7 +13,7 @@ import pytest
 
 from bench.cache import AttentionCounter
 from bench.processes import free_port
-from pipelines.cfg_parallel import makes_two_passes
+from pipelines.acceleration.cfg_parallel import makes_two_passes
 from pipelines.spec.parallel_plan import ParallelConfigError, ParallelPlan, check_plan
 from pipelines.spec.registry import get_model
 from tests.unit.pipelines.cfg_ranks import STEPS, pixels, requests

@@ -1,4 +1,4 @@
-"""Offload, VAE memory savers and the start-up memory check (pipelines/memory.py).
+"""Offload, VAE memory savers and the start-up memory check (pipelines/acceleration/memory.py).
 
 Offload runs here for real on the CPU: diffusers' hooks move weights between "devices" that are
 both the CPU, which proves they are installed and change nothing in the output. Only the GPU's
@@ -14,9 +14,8 @@ import pytest
 import torch
 from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
-from pipelines import memory
-from pipelines.loader import load_runner, resolve_model_path
-from pipelines.memory import (
+from pipelines.acceleration import memory
+from pipelines.acceleration.memory import (
     GIB,
     InsufficientMemoryError,
     MemoryOptions,
@@ -26,6 +25,7 @@ from pipelines.memory import (
     component_weight_bytes,
     resident_bytes,
 )
+from pipelines.loader import load_runner, resolve_model_path
 from pipelines.spec.registry import get_model
 
 QWEN = get_model("tiny-qwen-image")

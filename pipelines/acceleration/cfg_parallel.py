@@ -4,7 +4,7 @@ conditional and the unconditional one; two ranks each make one of them at the sa
 diffusers 0.42 shards the sequence (context parallelism) but not the guidance batch. Its pipelines
 do mark the two passes: each transformer call runs inside `transformer.cache_context("cond")` or
 `("uncond")`, which tells every stateful hook on the transformer which pass it is in. Darkroom
-adds one such hook. The group's mesh has a "cfg" dimension of 2 (pipelines.parallel.group_mesh):
+adds one such hook. The group's mesh has a "cfg" dimension of 2 (distributed.group_mesh):
 the first half runs the "cond" pass and skips the "uncond" one, the second half the reverse; after
 the "uncond" pass each rank swaps results with its counterpart in one all-gather, written into the
 tensors the pipeline already holds, so the pipeline combines them exactly as unsharded. Each half
@@ -97,7 +97,7 @@ def _wrap(sample: torch.Tensor, kwargs: dict[str, Any]) -> Any:
 
 
 def enable_cfg_parallel(transformer: torch.nn.Module, mesh: Any) -> None:
-    """Split guided steps over `mesh`'s "cfg" dimension (pipelines.parallel.group_mesh)."""
+    """Split guided steps over `mesh`'s "cfg" dimension (distributed.group_mesh)."""
     hook = CfgSplitHook(mesh.get_local_rank("cfg"), mesh.get_group("cfg"))
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, HOOK_NAME)
 
