@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.runners import Runner
+from pipelines.runners.base import Runner
 from pipelines.spec.types import GenerationRequest, ImageOutput
 
 POLICIES: dict[str, dict | None] = {

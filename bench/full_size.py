@@ -38,7 +38,7 @@ from pipelines.acceleration.attention import set_attention_backend
 from pipelines.acceleration.cache_hooks import MAG_RATIOS, cache_enabled
 from pipelines.acceleration.compile import compile_transformer
 from pipelines.acceleration.memory import MemoryOptions, Offload, place_pipeline
-from pipelines.runners import TextToImageRunner
+from pipelines.runners.image import TextToImageRunner
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest
 from pipelines.tiny import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer

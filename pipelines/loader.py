@@ -32,13 +32,14 @@ from pipelines.acceleration.memory import (
     place_pipeline,
     reset_device_peak,
 )
-from pipelines.lora import LoraAdapters
-from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner
+from pipelines.runners.base import Runner
+from pipelines.runners.image import ImageEditRunner, TextToImageRunner
+from pipelines.runners.lora import LoraAdapters
+from pipelines.runners.video import ImageToVideoRunner, TextToVideoRunner
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import Family, ModelSpec
 from pipelines.spec.types import GenerationRequest
 from pipelines.tiny import build_tiny_model
-from pipelines.video_runners import ImageToVideoRunner, TextToVideoRunner
 
 log = logging.getLogger("darkroom.pipelines")
 

@@ -51,7 +51,7 @@ class ModelSpec:
     # model sets this to its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
     # The diffusers pipeline an edit with a `mask` runs through, built with `from_pipe` on the
-    # loaded edit pipeline (pipelines/inpaint.py); None: the model takes no mask.
+    # loaded edit pipeline (pipelines/runners/inpaint.py); None: the model takes no mask.
     inpaint_pipeline_class: str | None = None
     # How far a masked edit re-noises the masked area (diffusers' `strength`, 0 < s <= 1); 1.0
     # repaints it from noise, as diffusers' own Qwen-Image-Edit inpainting example does.

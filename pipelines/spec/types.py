@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 # Called after each denoising step with (steps_done, total_steps). It may raise to abort the run:
 # diffusers then stops at once without decoding and the pipeline stays reusable.
 StepCallback = Callable[[int, int], None]
-# Called with (index, image) for each preview a request asked for (pipelines/previews.py); it runs
-# inside the denoising loop, so it should only hand the image on.
+# Called with (index, image) for each preview a request asked for (pipelines/runners/previews.py);
+# it runs inside the denoising loop, so it should only hand the image on.
 PreviewCallback = Callable[[int, "Image.Image"], None]
 
 

@@ -94,8 +94,8 @@ def test_a_first_block_cache_request_is_refused_on_a_sharded_group(group):
 
 def test_a_missing_lora_fails_on_rank_zero_before_the_hand_off(group, tmp_path):
     """Rank 0 loads the adapters first (Runner.prepare_lora): a bad one never reaches a follower."""
-    from pipelines.lora import LoraAdapters
-    from pipelines.runners import Runner
+    from pipelines.runners.base import Runner
+    from pipelines.runners.lora import LoraAdapters
     from pipelines.spec.lora_names import LoraError
     from pipelines.spec.types import LoraWeight
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.loader import load_runner
-from pipelines.runners import Runner
+from pipelines.runners.base import Runner
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest
 

@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pipelines.loader import load_runner, resolve_model_path
-from pipelines.lora import LoraAdapters, resolve_adapter_file
-from pipelines.runners import TextToImageRunner
+from pipelines.runners.image import TextToImageRunner
+from pipelines.runners.lora import LoraAdapters, resolve_adapter_file
 from pipelines.spec.lora_names import LoraError
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import LoraWeight

@@ -10,7 +10,7 @@ import pytest
 
 from bench.cache import AttentionCounter
 from pipelines.loader import Acceleration, load_runner
-from pipelines.runners import TextToImageRunner
+from pipelines.runners.image import TextToImageRunner
 from pipelines.spec.cache_policy import TaylorSeer
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import ImageOutput

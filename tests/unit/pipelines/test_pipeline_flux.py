@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.loader import load_runner
-from pipelines.runners import TextToImageRunner
+from pipelines.runners.image import TextToImageRunner
 from pipelines.spec.registry import get_model
 
 

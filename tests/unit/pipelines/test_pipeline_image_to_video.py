@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from pipelines.loader import component_dtypes, load_pipeline
+from pipelines.runners.video import cover_and_center_crop
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import VideoOutput
-from pipelines.video_runners import cover_and_center_crop
 
 
 def bands(width: int, height: int, colours: list[tuple[int, int, int]], *, vertical: bool) -> Image.Image:

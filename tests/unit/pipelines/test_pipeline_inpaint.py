@@ -19,9 +19,9 @@ from diffusers.pipelines.qwenimage import (
 )
 from PIL import Image
 
-from pipelines.inpaint import build_inpaint_pipeline, steps_run
 from pipelines.loader import load_pipeline
-from pipelines.runners import ImageEditRunner
+from pipelines.runners.image import ImageEditRunner
+from pipelines.runners.inpaint import build_inpaint_pipeline, steps_run
 from pipelines.spec.registry import get_model
 
 EDIT = "tiny-qwen-image-edit"

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from pipelines.loader import load_runner
-from pipelines.previews import DECODERS, Previews, predicted_clean, preview_steps
-from pipelines.runners import _edit_vae_image_area
+from pipelines.runners.image import _edit_vae_image_area
+from pipelines.runners.previews import DECODERS, Previews, predicted_clean, preview_steps
 from pipelines.spec.registry import get_model
 
 FAMILIES = ["tiny-qwen-image", "tiny-qwen-image-edit", "tiny-flux"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import diffusers
 
-from pipelines.previews import DECODERS
+from pipelines.runners.previews import DECODERS
 from pipelines.spec.pipeline_traits import NO_TRAITS, PIPELINE_TRAITS, pipeline_traits
 from pipelines.spec.registry import REGISTRY, Family
 

@@ -4,7 +4,7 @@ Adapters are loaded once and kept in the pipeline, up to `capacity` per pipeline
 recently used one is evicted first with `delete_adapters`, which frees its weights. A job turns on
 only its own adapters with its scales (`enable_lora`, `set_adapters`), and after it, whatever
 happened, `disable_lora` puts the pipeline back on its base weights: bit-identical to a pipeline
-that never saw an adapter (tests/unit/pipelines/test_lora.py). `set_adapters([])` is no way back
+that never saw an adapter (tests/unit/pipelines/runners/test_lora.py). `set_adapters([])` is no way back
 (diffusers raises a KeyError), and nothing is fused: fusing writes into the base weights, and
 unfusing is not exact in low precision.
 
@@ -45,7 +45,7 @@ _TRANSFORMER = "transformer."
 
 
 def resolve_adapter_file(path_or_id: str, lora_dir: Path) -> Path:
-    """The `.safetensors` file `path_or_id` names (pipelines/lora_names.py has the rule)."""
+    """The `.safetensors` file `path_or_id` names (pipelines/spec/lora_names.py has the rule)."""
     try:
         check_lora_name(path_or_id)  # the API checked it too; this is the worker's own guard
     except ValueError as error:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.runners import Runner, _common_kwargs
+from pipelines.runners.base import Runner, common_kwargs
 from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback, VideoOutput
 
 
@@ -32,7 +32,7 @@ class TextToVideoRunner(Runner):
             raise ValueError(
                 f"{self.spec.name} makes one video per request, not {request.num_images}"
             )
-        kwargs = _common_kwargs(request, self._generator(request.seed))
+        kwargs = common_kwargs(request, self._generator(request.seed))
         kwargs["num_frames"] = request.num_frames
         kwargs["output_type"] = "np"
         if request.guidance_scale is not None:

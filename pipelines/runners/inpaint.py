@@ -3,7 +3,7 @@
 Qwen-Image-Edit-2511 loads as `QwenImageEditPlusPipeline`; `QwenImageEditInpaintPipeline` takes
 the same six components (transformer, VAE, text encoder, tokenizer, processor, scheduler), so
 `from_pipe` builds it around the very same module objects: no second copy of any weight. Three
-narrow adaptations, each checked by a test (tests/unit/pipelines/test_pipeline_inpaint.py):
+narrow adaptations, each checked by a test (tests/unit/pipelines/runners/test_inpaint.py):
 
 1. dtype. `from_pipe` casts every shared module to its `dtype` argument, float32 when none is
    given: on a bfloat16 pipeline that would double the resident weights in place. It is given
@@ -21,7 +21,7 @@ narrow adaptations, each checked by a test (tests/unit/pipelines/test_pipeline_i
 
 The inpaint pipeline blends latents (outside the mask, the input's latents at each step), so the
 pixels outside the mask only come back through a VAE round trip; the runner pastes the input's
-own pixels back there (pipelines/masks.py `keep_unmasked`).
+own pixels back there (pipelines/spec/masks.py `keep_unmasked`).
 """
 
 from __future__ import annotations
