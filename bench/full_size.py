@@ -41,7 +41,7 @@ from pipelines.acceleration.memory import MemoryOptions, Offload, place_pipeline
 from pipelines.runners.image import TextToImageRunner
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest
-from pipelines.tiny import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
+from pipelines.tiny.qwen import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
 
 # Qwen/Qwen-Image's scheduler/scheduler_config.json.
 _SCHEDULER = dict(

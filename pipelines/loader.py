@@ -39,7 +39,7 @@ from pipelines.runners.video import ImageToVideoRunner, TextToVideoRunner
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import Family, ModelSpec
 from pipelines.spec.types import GenerationRequest
-from pipelines.tiny import build_tiny_model
+from pipelines.tiny.build import build_tiny_model
 
 log = logging.getLogger("darkroom.pipelines")
 

@@ -2,7 +2,7 @@
 
 Pure data, no torch: the API validates sizes, seconds and counts against these specs, and the
 worker loads and runs them. Real entries name a Hugging Face repository; `tiny-*` entries are
-randomly initialised pipelines of the same classes that `pipelines.tiny` builds offline.
+randomly initialised pipelines of the same classes that pipelines/tiny/ builds offline.
 """
 
 from __future__ import annotations

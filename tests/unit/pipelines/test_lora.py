@@ -19,7 +19,7 @@ from pipelines.runners.lora import LoraAdapters, resolve_adapter_file
 from pipelines.spec.lora_names import LoraError
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import LoraWeight
-from pipelines.tiny_lora import build_tiny_lora
+from pipelines.tiny.lora import build_tiny_lora
 
 
 @pytest.fixture(scope="module")

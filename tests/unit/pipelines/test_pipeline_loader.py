@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines import processor_compat
 from pipelines.loader import ModelNotAvailableError, resolve_model_path
 from pipelines.spec.registry import get_model
-from pipelines.tiny import build_qwen_tokenizer
+from pipelines.tiny.qwen import build_qwen_tokenizer
 
 
 @pytest.fixture

@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.spec.registry import TINY_MODELS
-from pipelines.tiny import (
-    QWEN_SPECIAL_TOKENS,
-    TINY_BUILDERS,
-    build_qwen_tokenizer,
-    build_tiny_model,
-)
+from pipelines.tiny.build import TINY_BUILDERS, build_tiny_model
+from pipelines.tiny.qwen import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -55,7 +51,7 @@ def test_existing_model_is_left_alone(tmp_path):
 
 def test_concurrent_processes_build_once(tmp_path):
     target = tmp_path / "tiny-wan"
-    code = "import sys; from pathlib import Path; from pipelines.tiny import build_tiny_model; build_tiny_model('tiny-wan', Path(sys.argv[1]))"
+    code = "import sys; from pathlib import Path; from pipelines.tiny.build import build_tiny_model; build_tiny_model('tiny-wan', Path(sys.argv[1]))"
     workers = [
         subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=REPO_ROOT) for _ in range(2)
     ]

@@ -1,9 +1,9 @@
-"""A tiny, randomly initialised FLUX.1 pipeline (`tiny-flux`), built offline like `pipelines.tiny`.
+"""A tiny, randomly initialised FLUX.1 pipeline (`tiny-flux`), built offline (see pipelines/tiny/).
 
 Shapes follow diffusers' own FluxPipeline `get_dummy_components`, except the VAE: four blocks
 instead of one give it FLUX's real 8x downsampling, so sides are multiples of 16 as for
 FLUX.1-dev. diffusers' test fetches its CLIP and T5 tokenizers from the Hub; here the CLIP BPE
-is trained on the shared corpus and the T5 tokenizer is `pipelines.tiny`'s.
+is trained on the shared corpus and the T5 tokenizer is the shared one (text.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from diffusers import (
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
-from pipelines.tiny import _CORPUS, build_t5_tokenizer, tiny_t5_encoder
+from pipelines.tiny.text import CORPUS, build_t5_tokenizer, tiny_t5_encoder
 
 _CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 _CLIP_VOCAB_SIZE = 400
@@ -42,7 +42,7 @@ def build_clip_tokenizer() -> CLIPTokenizer:
         end_of_word_suffix="</w>",
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS, trainer)
+    bpe.train_from_iterator(CORPUS, trainer)
     state = json.loads(bpe.to_str())["model"]
     vocab = dict(state["vocab"])
     for token in _CLIP_SPECIALS:

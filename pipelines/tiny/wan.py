@@ -1,4 +1,4 @@
-"""The tiny Wan 2.1 pipelines, built offline (see pipelines/tiny.py): text-to-video, and
+"""The tiny Wan 2.1 pipelines, built offline (see pipelines/tiny/): text-to-video, and
 image-to-video with the same tokenizer, text encoder and VAE, a transformer that also takes the
 image latents and CLIP image features, and a tiny CLIP vision encoder with its image processor."""
 
@@ -22,7 +22,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from pipelines.tiny import build_t5_tokenizer, tiny_t5_encoder
+from pipelines.tiny.text import build_t5_tokenizer, tiny_t5_encoder
 
 
 def tiny_wan_vae() -> AutoencoderKLWan:
