@@ -273,7 +273,7 @@ def _build_request(ctx: WorkerContext, job: Job) -> GenerationRequest:
 
 
 def _encode(job: Job, output: ImageOutput | VideoOutput, prefix: str):
-    from pipelines.media import encode_image
+    from worker.media import encode_image
 
     try:
         if isinstance(output, VideoOutput):
@@ -292,7 +292,7 @@ def _encode_video(output: VideoOutput, prefix: str):
     """The MP4 first (the default variant), then its thumbnail and spritesheet. Each still's key
     and layout go into the meta, where `/content?variant=` finds them: a video made before the
     stills existed has none there, and says so rather than guessing a key."""
-    from pipelines.media import encode_mp4, encode_spritesheet, encode_thumbnail
+    from worker.media import encode_mp4, encode_spritesheet, encode_thumbnail
 
     frames = output.frames
     height, width = frames.shape[1:3]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.media import InvalidImageError, decode_image, encode_image, encode_mp4, probe_video
+from worker.media import InvalidImageError, decode_image, encode_image, encode_mp4, probe_video
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -5,8 +5,8 @@ import pytest
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 from PIL import Image
 
-from pipelines.media import encode_mp4, probe_video
 from pipelines.spec.types import ImageOutput, VideoOutput
+from worker.media import encode_mp4, probe_video
 
 
 def pixels(images: list[Image.Image]) -> list[np.ndarray]:

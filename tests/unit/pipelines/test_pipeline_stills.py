@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.media import encode_spritesheet, encode_thumbnail, spritesheet_frames
+from worker.media import encode_spritesheet, encode_thumbnail, spritesheet_frames
 
 
 def solid_frames(count: int, height: int = 32, width: int = 48) -> np.ndarray:
