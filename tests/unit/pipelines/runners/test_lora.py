@@ -262,13 +262,13 @@ def test_a_sharded_group_runs_a_lora_as_one_process_does(runners, models_dir, tm
     """Every rank loads and turns on the adapter in its own runner (the worker hands each the same
     GenerationRequest); the sharded output matches the unsharded one."""
     from bench.processes import free_port
-    from tests.unit.pipelines.sharded_lora_ranks import REQUEST, WITH_LORA
+    from tests.unit.pipelines.runners.sharded_lora_ranks import REQUEST, WITH_LORA
 
     qwen = resolve_model_path(get_model("tiny-qwen-image"), models_dir)
     build_tiny_lora(qwen, tmp_path / "loras" / "a", seed=1)
     build_tiny_lora(qwen, tmp_path / "loras" / "proj-out", seed=1, modules=("proj_out",))
     init_method = f"tcp://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "tests.unit.pipelines.sharded_lora_ranks"]
+    command = [sys.executable, "-m", "tests.unit.pipelines.runners.sharded_lora_ranks"]
     args = [init_method, str(models_dir), str(tmp_path / "loras"), str(tmp_path)]
     ranks = [subprocess.Popen([*command, str(rank), *args]) for rank in (0, 1)]
     try:

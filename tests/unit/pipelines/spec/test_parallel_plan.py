@@ -1,22 +1,16 @@
-"""Sharded pipelines: the start-up refusals, and tiny Qwen-Image sharded over two gloo ranks
-(Ulysses 2) giving the unsharded run's output, with and without TaylorSeer."""
+"""A sharded worker's plan, refused at start-up with every reason when it cannot run: device
+counts, kinds and degrees, ring attention on CPU, models without a context-parallel plan or a
+guided pass to split, and caches whose skips differ from rank to rank."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
-import numpy as np
 import pytest
-import torch
 
-from bench.processes import free_port
 from pipelines.spec.parallel_plan import ParallelConfigError, ParallelPlan, check_plan
 from pipelines.spec.registry import get_model
-from tests.unit.pipelines.sharded_ranks import pipeline_kwargs, taylorseer
 
-QWEN = get_model("tiny-qwen-image")
+QWEN, WAN, FLUX = (get_model(name) for name in ("tiny-qwen-image", "tiny-wan", "tiny-flux"))
+CFG_PLAN = ParallelPlan(devices=("cpu", "cpu"), cfg_degree=2)
 
 
 def _refusal(plan: ParallelPlan, specs=(QWEN,), caches=None) -> str:
@@ -90,49 +84,16 @@ def test_device_settings_parse_gpu_indices():
     assert Settings(devices="cpu,cpu").parallel_plan.backend == "gloo"
 
 
-def test_tiny_qwen_image_sharded_over_two_gloo_ranks_equals_the_unsharded_run(
-    t2i_runner, models_dir, tmp_path
-):
-    init_method = f"tcp://127.0.0.1:{free_port()}"
-    ranks = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.unit.pipelines.sharded_ranks",
-                str(rank),
-                init_method,
-                str(models_dir),
-                str(tmp_path),
-            ],
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        for rank in ranks:
-            assert rank.wait(timeout=180) == 0
-    finally:
-        for rank in ranks:
-            rank.kill()
-    sharded = np.load(tmp_path / "sharded.npy")
-
-    started = time.perf_counter()
-    unsharded = t2i_runner.pipeline(**pipeline_kwargs(7)).images[0]
-    unsharded_s = time.perf_counter() - started
-    difference = float(np.abs(sharded - unsharded).max())
-    sharded_s = (tmp_path / "sharded_s.txt").read_text()
-    print(
-        f"tiny qwen 64x48, 4 steps, true CFG: sharded {sharded_s} s, unsharded {unsharded_s:.3f} s"
-    )
-    print(f"max abs difference sharded vs unsharded: {difference:.2e}")
-
-    assert sharded.shape == unsharded.shape == (48, 64, 3)
-    assert difference <= 1e-3
-
-    t2i_runner.pipeline.transformer.enable_cache(taylorseer())
-    try:
-        cached = t2i_runner.pipeline(**pipeline_kwargs(7, steps=12)).images[0]
-    finally:
-        t2i_runner.pipeline.transformer.disable_cache()
-    assert float(np.abs(np.load(tmp_path / "taylorseer.npy") - cached).max()) <= 1e-3
-    assert torch.is_tensor(torch.from_numpy(sharded))  # plain floats, not quantised pixels
+def test_cfg_plans_are_checked_at_start_up():
+    fbc = {QWEN.name: {"type": "first_block_cache"}}
+    check_plan(CFG_PLAN, [QWEN, WAN], fbc)  # no sequence sharding: each rank decides its own pass
+    with_ulysses = ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2)
+    check_plan(with_ulysses, [QWEN, WAN], {})
+    for plan, specs, caches, reason in [
+        (CFG_PLAN, [FLUX], {}, "guidance-distilled"),
+        (with_ulysses, [QWEN], fbc, "first-block cache"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=3), [QWEN], {}, "1 or 2"),
+        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=2), [QWEN], {}, "the product must equal"),
+    ]:
+        with pytest.raises(ParallelConfigError, match=reason):
+            check_plan(plan, specs, caches)

@@ -14,27 +14,10 @@ import pytest
 from bench.cache import AttentionCounter
 from bench.processes import free_port
 from pipelines.acceleration.cfg_parallel import makes_two_passes
-from pipelines.spec.parallel_plan import ParallelConfigError, ParallelPlan, check_plan
 from pipelines.spec.registry import get_model
-from tests.unit.pipelines.cfg_ranks import STEPS, pixels, requests
+from tests.unit.pipelines.acceleration.cfg_ranks import STEPS, pixels, requests
 
 QWEN, WAN, FLUX = (get_model(name) for name in ("tiny-qwen-image", "tiny-wan", "tiny-flux"))
-CFG_PLAN = ParallelPlan(devices=("cpu", "cpu"), cfg_degree=2)
-
-
-def test_cfg_plans_are_checked_at_start_up():
-    fbc = {QWEN.name: {"type": "first_block_cache"}}
-    check_plan(CFG_PLAN, [QWEN, WAN], fbc)  # no sequence sharding: each rank decides its own pass
-    with_ulysses = ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2)
-    check_plan(with_ulysses, [QWEN, WAN], {})
-    for plan, specs, caches, reason in [
-        (CFG_PLAN, [FLUX], {}, "guidance-distilled"),
-        (with_ulysses, [QWEN], fbc, "first-block cache"),
-        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=3), [QWEN], {}, "1 or 2"),
-        (ParallelPlan(devices=("cpu",) * 3, cfg_degree=2), [QWEN], {}, "the product must equal"),
-    ]:
-        with pytest.raises(ParallelConfigError, match=reason):
-            check_plan(plan, specs, caches)
 
 
 def test_which_requests_make_two_passes():
@@ -57,7 +40,7 @@ def test_ranks_split_the_guided_passes_and_match_the_unsplit_run(
     world = 2 * ulysses
     ranks = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.unit.pipelines.cfg_ranks", str(rank), str(ulysses), init_method]
+            [sys.executable, "-m", "tests.unit.pipelines.acceleration.cfg_ranks", str(rank), str(ulysses), init_method]
             + [str(models_dir), str(tmp_path)]
         )
         for rank in range(world)

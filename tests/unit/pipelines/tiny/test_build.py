@@ -12,7 +12,7 @@ from pipelines.spec.registry import TINY_MODELS
 from pipelines.tiny.build import TINY_BUILDERS, build_tiny_model
 from pipelines.tiny.qwen import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def digest(directory: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""One rank of the direct sharding test (test_pipeline_parallel.py), run as its own process:
-`python -m tests.unit.pipelines.sharded_ranks RANK INIT_METHOD MODELS_DIR OUT_DIR`.
+"""One rank of the direct sharding test (test_distributed.py), run as its own process:
+`python -m tests.unit.pipelines.acceleration.sharded_ranks RANK INIT_METHOD MODELS_DIR OUT_DIR`.
 
 Loads tiny-qwen-image with its transformer sharded (Ulysses 2 over gloo), then: a run that rank 0
 stops at step 2 (every rank must leave together), then a full run whose float image rank 0 saves.

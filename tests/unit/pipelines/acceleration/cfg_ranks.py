@@ -1,5 +1,5 @@
-"""One rank of the CFG-parallel test (test_pipeline_cfg_parallel.py), run as its own process:
-`python -m tests.unit.pipelines.cfg_ranks RANK ULYSSES INIT_METHOD MODELS_DIR OUT_DIR`.
+"""One rank of the CFG-parallel test (test_cfg_parallel.py), run as its own process:
+`python -m tests.unit.pipelines.acceleration.cfg_ranks RANK ULYSSES INIT_METHOD MODELS_DIR OUT_DIR`.
 
 Loads tiny-qwen-image and tiny-wan with the CFG split over two halves of gloo ranks (each half
 sharded by Ulysses when ULYSSES > 1), runs the requests of

@@ -1,5 +1,5 @@
 """One rank of the sharded LoRA test (test_lora.py), run as its own process:
-`python -m tests.unit.pipelines.sharded_lora_ranks RANK INIT_METHOD MODELS_DIR LORA_DIR OUT_DIR`.
+`python -m tests.unit.pipelines.runners.sharded_lora_ranks RANK INIT_METHOD MODELS_DIR LORA_DIR OUT_DIR`.
 
 Loads tiny-qwen-image sharded (Ulysses 2 over gloo) with a LoRA directory, as a worker rank does,
 then runs through `Runner.run`: a job with an adapter, a job without, and an adapter on `proj_out`
@@ -20,7 +20,7 @@ from pipelines.loader import load_runner
 from pipelines.spec.lora_names import LoraError
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest, LoraWeight
-from tests.unit.pipelines.sharded_ranks import PLAN
+from tests.unit.pipelines.acceleration.sharded_ranks import PLAN
 
 REQUEST = GenerationRequest(
     prompt="a lighthouse on a cliff at dusk",
