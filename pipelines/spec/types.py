@@ -20,7 +20,7 @@ PreviewCallback = Callable[[int, "Image.Image"], None]
 
 @dataclass(frozen=True)
 class LoraWeight:
-    """One LoRA adapter a request runs with: its name (pipelines.lora_names) and its scale."""
+    """One LoRA adapter a request runs with: its name (spec/lora_names.py) and its scale."""
 
     path_or_id: str
     scale: float = 1.0
@@ -40,10 +40,10 @@ class GenerationRequest:
     num_frames: int | None = None  # video families only
     images: tuple[Image.Image, ...] = ()  # image-edit inputs, RGB
     # An edit's mask as the client sent it (OpenAI's convention: alpha 0 marks what is edited),
-    # the size of images[0]; pipelines.masks converts it. None: an unmasked edit.
+    # the size of images[0]; spec/masks.py converts it. None: an unmasked edit.
     mask: Image.Image | None = None
     strength: float | None = None  # masked edits only; None: the model's default
-    # The request's own cache policy in its dict form (pipelines.cache_policy); None: the runner's.
+    # The request's own cache policy in its dict form (spec/cache_policy.py); None: the runner's.
     cache: dict | None = None
     # Previews of the first image to take while it denoises (streamed image requests); 0: none.
     partial_images: int = 0
