@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 
 from pipelines.runners.base import Runner, common_kwargs
@@ -29,6 +30,18 @@ def _rgb_images(images: list, request: GenerationRequest) -> list:
     return result
 
 
+def _image_kwargs(request: GenerationRequest, generator: torch.Generator) -> dict[str, Any]:
+    """What both image families pass their pipeline: the common arguments, the image count, and
+    whichever guidance scales the request sets."""
+    kwargs = common_kwargs(request, generator)
+    kwargs["num_images_per_prompt"] = request.num_images
+    if request.true_cfg_scale is not None:
+        kwargs["true_cfg_scale"] = request.true_cfg_scale
+    if request.guidance_scale is not None:
+        kwargs["guidance_scale"] = request.guidance_scale
+    return kwargs
+
+
 class TextToImageRunner(Runner):
     def run(
         self,
@@ -36,13 +49,7 @@ class TextToImageRunner(Runner):
         on_step: StepCallback | None = None,
         on_preview: PreviewCallback | None = None,
     ) -> ImageOutput:
-        kwargs = common_kwargs(request, self._generator(request.seed))
-        kwargs["num_images_per_prompt"] = request.num_images
-        if request.true_cfg_scale is not None:
-            kwargs["true_cfg_scale"] = request.true_cfg_scale
-        if request.guidance_scale is not None:
-            kwargs["guidance_scale"] = request.guidance_scale
-
+        kwargs = _image_kwargs(request, self._generator(request.seed))
         output, timings = self._call(kwargs, request, on_step, on_preview)
         return ImageOutput(images=_rgb_images(output.images, request), timings=timings)
 
@@ -84,13 +91,8 @@ class ImageEditRunner(Runner):
                 f"{self.spec.name} edits 1 to {self.spec.max_input_images} input images, "
                 f"got {len(request.images)}"
             )
-        kwargs = common_kwargs(request, self._generator(request.seed))
+        kwargs = _image_kwargs(request, self._generator(request.seed))
         kwargs["image"] = [image.convert("RGB") for image in request.images]
-        kwargs["num_images_per_prompt"] = request.num_images
-        if request.true_cfg_scale is not None:
-            kwargs["true_cfg_scale"] = request.true_cfg_scale
-        if request.guidance_scale is not None:
-            kwargs["guidance_scale"] = request.guidance_scale
         if request.mask is not None:
             return self._run_masked(kwargs, request, on_step, on_preview)
 
