@@ -5,7 +5,7 @@
 FROM python:3.12-slim
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# pyproject.toml's torch and nothing else by default; GPU builds add torchvision (README "Which torch").
+# pyproject.toml's torch and nothing else by default; GPU builds add torchvision (docs/models.md "Which torch").
 ARG TORCH_PACKAGES=torch
 
 ENV PYTHONUNBUFFERED=1 \

@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# This machine's local CPU build of torch (small; see README "Which torch"). GPU images pin their own.
+# This machine's local CPU build of torch (small; see docs/models.md "Which torch"). GPU images pin their own.
 TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000

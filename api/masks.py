@@ -13,8 +13,8 @@ from starlette.datastructures import UploadFile
 from api.bodies import Upload, read_image_upload
 from api.errors import bad_request
 from darkroom.settings import Settings
-from pipelines.masks import edits_anything, has_alpha, repaint_area
-from pipelines.registry import REGISTRY, ModelSpec
+from pipelines.spec.masks import edits_anything, has_alpha, repaint_area
+from pipelines.spec.registry import REGISTRY, ModelSpec
 
 
 async def read_mask(

@@ -15,7 +15,7 @@ from PIL import Image
 
 from api.bodies import Upload
 from api.errors import bad_request
-from pipelines.registry import REGISTRY, ModelSpec
+from pipelines.spec.registry import REGISTRY, ModelSpec
 from storage.blobs import BlobNotFound, BlobStore
 from storage.models import Job, JobStatus
 

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.cache_policy import CachePolicy
-from pipelines.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
 from pipelines.spec.params import JobParams
 from storage.models import Job, JobStatus
 
@@ -104,7 +104,7 @@ class ImageRequestBase(GenerationExtensions):
     output_format: Literal["png", "webp", "jpeg"] = "png"
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
     background: Literal["transparent", "opaque", "auto"] | None = None
-    # Accepted for compatibility; these models have no notion of them (documented in README).
+    # Accepted for compatibility; these models have no notion of them (docs/api.md, Errors).
     quality: Literal["low", "medium", "high", "auto", "standard", "hd"] | None = None
     user: str | None = None
     safety_identifier: str | None = None

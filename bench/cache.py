@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.runners import Runner
-from pipelines.types import GenerationRequest, ImageOutput
+from pipelines.runners.base import Runner
+from pipelines.spec.types import GenerationRequest, ImageOutput
 
 POLICIES: dict[str, dict | None] = {
     "none": None,
@@ -146,7 +146,7 @@ def tiny_request(runner: Runner, size: int, steps: int) -> GenerationRequest:
 
 def main() -> None:
     from pipelines.loader import load_runner
-    from pipelines.registry import get_model
+    from pipelines.spec.registry import get_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny-qwen-image,tiny-wan,tiny-flux")

@@ -24,12 +24,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.processes import free_port, make_bucket, spawn, start_s3_server, stop, wait_for_port
 from darkroom.settings import Settings, owner_of_key
 from storage import jobs
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import JobKind
-from tests.processes import free_port, make_bucket, spawn, start_s3_server, stop, wait_for_port
 
 KEY = "sk-bench"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

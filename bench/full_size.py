@@ -34,12 +34,14 @@ from diffusers import (
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from bench.cache import Row, measure, psnr
-from pipelines import acceleration
-from pipelines.memory import MemoryOptions, Offload, place_pipeline
-from pipelines.registry import get_model
-from pipelines.runners import TextToImageRunner
-from pipelines.tiny import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
-from pipelines.types import GenerationRequest
+from pipelines.acceleration.attention import set_attention_backend
+from pipelines.acceleration.cache_hooks import MAG_RATIOS, cache_enabled
+from pipelines.acceleration.compile import compile_transformer
+from pipelines.acceleration.memory import MemoryOptions, Offload, place_pipeline
+from pipelines.runners.image import TextToImageRunner
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest
+from pipelines.tiny.qwen import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
 
 # Qwen/Qwen-Image's scheduler/scheduler_config.json.
 _SCHEDULER = dict(
@@ -163,16 +165,16 @@ def _capture_magcache_calibration() -> list[list[float]]:
 def _compiled_rows(runner: TextToImageRunner, request: GenerationRequest, report: Report, steps: int) -> None:
     """The compiled transformer, alone and with each cache (its ratios calibrated uncompiled)."""
     transformer = runner.pipeline.transformer
-    if "calibrated" not in acceleration.MAG_RATIOS:
+    if "calibrated" not in MAG_RATIOS:
         from diffusers.hooks import MagCacheConfig
 
         calibration = _capture_magcache_calibration()
-        with acceleration.cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps)):
+        with cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps)):
             runner.run(replace(request, cache={"type": "none"}))
-        acceleration.MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
+        MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
     uncompiled = measure(runner, request, "uncompiled", None, 1)
     started = time.perf_counter()
-    acceleration.compile_transformer(transformer)
+    compile_transformer(transformer)
     runner.run(replace(request, num_inference_steps=2))
     report.write(event="compiled", warm_up_s=round(time.perf_counter() - started, 1))
     rows = [
@@ -264,7 +266,7 @@ def main() -> None:
     defaults = measure(runner, request, "diffusers defaults (native SDPA)", None, 1)
     report.row("diffusers defaults (native SDPA)", defaults, defaults, args.steps)
 
-    chosen = acceleration.set_attention_backend(transformer, "auto", device)
+    chosen = set_attention_backend(transformer, "auto", device)
     fastest = min(backends, key=backends.get) if backends else "native"
     report.write(event="backend", darkroom_auto=chosen, fastest_measured=fastest)
     transformer.set_attention_backend(fastest)
@@ -285,10 +287,10 @@ def main() -> None:
         # MagCache needs per-checkpoint ratios: one calibration run (skips nothing), then the run.
         from diffusers.hooks import MagCacheConfig
 
-        with acceleration.cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=args.steps)):
+        with cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=args.steps)):
             runner.run(replace(request, cache={"type": "none"}))
         if calibration:
-            acceleration.MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
+            MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
             row = measure(runner, request, "magcache", {"type": "magcache"}, 1)
             report.row(f"{fastest} + magcache 0.06 (calibrated here)", row, best, args.steps)
 

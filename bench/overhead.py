@@ -27,9 +27,7 @@ import httpx
 import psycopg
 from sqlalchemy import create_engine, select
 
-from storage.db import upgrade_schema
-from storage.models import Job
-from tests.processes import (
+from bench.processes import (
     WORKER_READY,
     free_port,
     make_bucket,
@@ -39,6 +37,8 @@ from tests.processes import (
     wait_for_log,
     wait_for_port,
 )
+from storage.db import upgrade_schema
+from storage.models import Job
 
 KEY = "sk-bench"
 HEADERS = {"authorization": f"Bearer {KEY}"}

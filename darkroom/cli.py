@@ -46,7 +46,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
-    from pipelines.parallel import ParallelConfigError
+    from pipelines.spec.parallel_plan import ParallelConfigError
     from worker.main import run_worker
 
     # The group options become settings through the environment, which the rank processes the
@@ -86,7 +86,7 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
     from pipelines.loader import resolve_model_path
-    from pipelines.registry import TINY_MODELS, get_model
+    from pipelines.spec.registry import TINY_MODELS, get_model
 
     for name in args.names or TINY_MODELS:
         print(resolve_model_path(get_model(name), settings.resolved_models_dir))

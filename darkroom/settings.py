@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from darkroom.outbound import parse_allowed_entry
-from pipelines.cache_policy import CachePolicy
-from pipelines.parallel import ParallelPlan
-from pipelines.registry import REGISTRY, TINY_MODELS
+from pipelines.spec.cache_policy import CachePolicy
 from pipelines.spec.checks import Deployment, ParamRefused, check_cache
+from pipelines.spec.parallel_plan import ParallelPlan
+from pipelines.spec.registry import REGISTRY, TINY_MODELS
 
 # Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
 _MIN_SECRET_BYTES = 24
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = TINY_MODELS
     models_dir: Path | None = None  # default: data_dir / "models"
     device: str = "cpu"
-    # Acceleration (pipelines/acceleration.py). "auto" picks the platform's best attention
+    # Acceleration (pipelines/acceleration/). "auto" picks the platform's best attention
     # backend that loads and passes the warm-up (FA3 on Hopper, FA2, Sage, aiter on ROCm, else
     # PyTorch SDPA); any diffusers backend name forces one, falling back to SDPA.
     attention_backend: str = "auto"
@@ -113,9 +113,10 @@ class Settings(BaseSettings):
     # JSON {"<model>": {"type": "first_block_cache", "threshold": 0.1}}: the cache each model's
     # jobs run with unless a request names one, over the registry's default.
     model_cache: dict[str, CachePolicy] = {}
-    # Memory (pipelines/memory.py). offload: "none" (all resident), "model" (one component on
-    # the device at a time) or "group" (layers streamed from pinned CPU memory). A worker refuses
-    # to start when a model's resident weights plus the headroom exceed the device's free memory.
+    # Memory (pipelines/acceleration/memory.py). offload: "none" (all resident), "model" (one
+    # component on the device at a time) or "group" (layers streamed from pinned CPU memory). A
+    # worker refuses to start when a model's resident weights plus the headroom exceed the device's
+    # free memory.
     offload: Literal["none", "model", "group"] = "none"
     vae_tiling: bool = False
     vae_slicing: bool = False
@@ -124,7 +125,7 @@ class Settings(BaseSettings):
     # peak. On an H200, full-size Qwen-Image's 1024x1024 runs peaked at 76.7 GB with about 58 GB
     # of bf16 weights (bench/full_size.py): raise this for large models at large sizes.
     vram_headroom_gib: Annotated[float, Field(ge=0)] = 8.0
-    # LoRA adapters per request (pipelines/lora_names.py has the naming rule): found under this
+    # LoRA adapters per request (pipelines/spec/lora_names.py has the naming rule): found under this
     # directory (default `<data_dir>/loras`) or in the Hugging Face cache, never downloaded; at
     # most `lora_max_per_request` per request, and `lora_cache_size` kept loaded per model.
     lora_dir: Path | None = None
@@ -286,7 +287,7 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
 
-    # ---- Sharded pipelines (pipelines/parallel.py, worker/rank_group.py) ----
+    # ---- Sharded pipelines (pipelines/spec/parallel_plan.py, worker/rank_group.py) ----
     # One rank process per device, e.g. "cuda:0,cuda:1" (or "0,1"), or "cpu,cpu" to test sharding
     # with gloo. Empty: one process on `device`. The degrees' product must equal the device count.
     devices: Annotated[tuple[str, ...], NoDecode] = ()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from storage import jobs
 from storage.models import Job, JobStatus
 
-# A job's stages in the order they happen (worker/execute.py, pipelines/runners.py).
+# A job's stages in the order they happen (worker/execute.py, pipelines/runners/base.py).
 STAGES = (
     "queue_wait",
     "load_inputs",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import diffusers
@@ -18,16 +18,12 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image
 
 from pipelines import processor_compat
-from pipelines.acceleration import (
-    Acceleration,
-    cache_with_compile_refusal,
-    compile_transformer,
-    fall_back_to_native,
-    set_attention_backend,
-)
-from pipelines.cfg_parallel import enable_cfg_parallel
-from pipelines.lora import LoraAdapters
-from pipelines.memory import (
+from pipelines.acceleration.attention import fall_back_to_native, set_attention_backend
+from pipelines.acceleration.cache_hooks import Policy, cache_with_compile_refusal
+from pipelines.acceleration.cfg_parallel import enable_cfg_parallel
+from pipelines.acceleration.compile import compile_transformer
+from pipelines.acceleration.distributed import enable_context_parallel, group_mesh
+from pipelines.acceleration.memory import (
     MemoryOptions,
     check_device_memory,
     check_host_memory,
@@ -36,12 +32,14 @@ from pipelines.memory import (
     place_pipeline,
     reset_device_peak,
 )
-from pipelines.parallel import ParallelPlan, enable_context_parallel, group_mesh
-from pipelines.registry import Family, ModelSpec
-from pipelines.runners import ImageEditRunner, Runner, TextToImageRunner
-from pipelines.tiny import build_tiny_model
-from pipelines.types import GenerationRequest
-from pipelines.video_runners import ImageToVideoRunner, TextToVideoRunner
+from pipelines.runners.base import Runner
+from pipelines.runners.image import ImageEditRunner, TextToImageRunner
+from pipelines.runners.lora import LoraAdapters
+from pipelines.runners.video import ImageToVideoRunner, TextToVideoRunner
+from pipelines.spec.parallel_plan import ParallelPlan
+from pipelines.spec.registry import Family, ModelSpec
+from pipelines.spec.types import GenerationRequest
+from pipelines.tiny.build import build_tiny_model
 
 log = logging.getLogger("darkroom.pipelines")
 
@@ -51,6 +49,18 @@ _RUNNERS: dict[Family, type[Runner]] = {
     Family.TEXT_TO_VIDEO: TextToVideoRunner,
     Family.IMAGE_TO_VIDEO: ImageToVideoRunner,
 }
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """A worker's acceleration choices (pipelines/acceleration/), from its settings: the same for
+    every model it serves, except the cache, which the operator may set per model over the
+    registry's default."""
+
+    attention_backend: str = "auto"  # a diffusers backend name, or "auto" (the platform's best)
+    compile: bool = False
+    warm_up: bool = True  # one short generation per model at start, so no user's job is the first
+    cache: dict[str, Policy] = field(default_factory=dict)  # model name -> policy
 
 
 class ModelNotAvailableError(Exception):
@@ -84,7 +94,7 @@ def load_pipeline(
     spec: ModelSpec, models_dir: Path, device: str = "cpu", memory: MemoryOptions = MemoryOptions()
 ) -> diffusers.DiffusionPipeline:
     """Load `spec`'s pipeline onto `device` as `memory` says, refusing first, with the numbers,
-    when the device has no room for it (pipelines/memory.py)."""
+    when the device has no room for it (pipelines/acceleration/memory.py)."""
     path = resolve_model_path(spec, models_dir)
     dtype = component_dtypes(spec)
     weights = component_weight_bytes(path, dtype)
@@ -117,7 +127,7 @@ def load_runner(
     models_dir: Path,
     device: str = "cpu",
     acceleration: Acceleration = Acceleration(),
-    parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: pipelines/parallel.py
+    parallel: ParallelPlan | None = None,  # shard over this rank's (joined) group: acceleration/distributed.py
     memory: MemoryOptions = MemoryOptions(),
     lora_dir: Path | None = None,  # where requests' LoRA adapters are found; None: the model takes none
     lora_cache_size: int = 8,  # adapters kept loaded in the pipeline, least recently used evicted

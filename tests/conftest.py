@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.processes import start_s3_server, stop
+from bench.processes import start_s3_server, stop
 from tests.stack import create_database, drop_database
 
 REDIS_TEST_URL = os.environ.get("DARKROOM_TEST_REDIS", "redis://127.0.0.1:6379/13")

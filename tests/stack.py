@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import psycopg
 
-from tests.processes import (
+from bench.processes import (
     WORKER_READY,
     dump_logs,
     free_port,

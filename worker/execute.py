@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
 from darkroom.settings import Settings
-from pipelines.lora import LoraError
-from pipelines.registry import get_model
 from pipelines.spec.checks import ParamRefused, check_params
+from pipelines.spec.lora_names import LoraError
 from pipelines.spec.params import JobParams
-from pipelines.types import GenerationRequest, ImageOutput, VideoOutput
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest, ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind
@@ -287,7 +287,7 @@ def _build_request(ctx: WorkerContext, job: Job, params: JobParams) -> Generatio
 
 
 def _encode(params: JobParams, output: ImageOutput | VideoOutput, prefix: str):
-    from pipelines.media import encode_image
+    from worker.media import encode_image
 
     try:
         if isinstance(output, VideoOutput):
@@ -306,7 +306,7 @@ def _encode_video(output: VideoOutput, prefix: str):
     """The MP4 first (the default variant), then its thumbnail and spritesheet. Each still's key
     and layout go into the meta, where `/content?variant=` finds them: a video made before the
     stills existed has none there, and says so rather than guessing a key."""
-    from pipelines.media import encode_mp4, encode_spritesheet, encode_thumbnail
+    from worker.media import encode_mp4, encode_spritesheet, encode_thumbnail
 
     frames = output.frames
     height, width = frames.shape[1:3]

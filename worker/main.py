@@ -45,10 +45,9 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from pipelines.acceleration import Acceleration
-    from pipelines.loader import load_runner
-    from pipelines.memory import MemoryOptions, Offload
-    from pipelines.registry import get_model
+    from pipelines.acceleration.memory import MemoryOptions, Offload
+    from pipelines.loader import Acceleration, load_runner
+    from pipelines.spec.registry import get_model
 
     diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
     # Both libraries log through a stderr handler of their own, in their own format: route their
@@ -143,7 +142,7 @@ def _start_serving(app: Celery, settings: Settings) -> None:
     global _context, _presence, _group
     if settings.parallel_plan.sharded:
         from pipelines.loader import resolve_model_path
-        from pipelines.registry import get_model
+        from pipelines.spec.registry import get_model
 
         # A tiny model is built into the models directory on first use: once, here, before the
         # ranks would all build it into the same directory at once.
@@ -166,8 +165,8 @@ def _start_serving(app: Celery, settings: Settings) -> None:
 
 def check_parallel_plan(settings: Settings) -> None:
     """Refuse, before anything is forked or loaded, a sharded group whose options cannot run."""
-    from pipelines.parallel import check_plan
-    from pipelines.registry import get_model
+    from pipelines.spec.parallel_plan import check_plan
+    from pipelines.spec.registry import get_model
 
     specs = [get_model(name) for name in settings.models]
     check_plan(

@@ -84,7 +84,7 @@ class PreviewPublisher:
                     log.warning("job %s: preview %d was not stored: %s", self.job_id, index, error)
 
     def _store(self, session: Session, index: int, image: Image.Image) -> None:
-        from pipelines.media import encode_image
+        from worker.media import encode_image
 
         key = f"{partials_prefix(self.job_id)}/{self.attempt}/{index}.{self.fmt}"
         self.blobs.put(key, encode_image(image, self.fmt, quality=self.quality), _CONTENT_TYPES[self.fmt])

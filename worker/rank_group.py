@@ -8,10 +8,11 @@ collective for the hand-off: an idle follower waits on it with no timeout to out
 the moment rank 0 goes away.
 
 Stopping. Rank 0's step callback (cancel, time limit) may raise; every rank's step callback
-all-reduces a stop flag (pipelines.parallel.SyncedSteps), so all ranks leave at the same step and
-the group serves the next job. Any other error leaves the ranks out of step (some may wait in a
-collective that will never complete): the group is then `broken`, and rank 0's process exits after
-the job's failure is written, so Celery's prefork parent starts a fresh child that rebuilds it.
+all-reduces a stop flag (pipelines.acceleration.distributed.SyncedSteps), so all ranks leave at the
+same step and the group serves the next job. Any other error leaves the ranks out of step (some may
+wait in a collective that will never complete): the group is then `broken`, and rank 0's process
+exits after the job's failure is written, so Celery's prefork parent starts a fresh child that
+rebuilds it.
 
 Death. A supervisor thread polls the followers. A follower that dies mid-job makes rank 0's
 collectives fail (gloo notices the closed connection at once; for NCCL, which may not, the thread
@@ -35,8 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.parallel import ParallelPlan, SyncedSteps, cache_conflict
-from pipelines.types import GenerationRequest, PreviewCallback, StepCallback
+from pipelines.spec.parallel_plan import ParallelPlan, cache_conflict
+from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
 
 log = logging.getLogger("darkroom.worker")
@@ -98,7 +99,7 @@ class RankGroup:
 
     def start(self, env: dict[str, str] | None = None) -> RankGroup:
         """Spawn the followers and join the group with them (blocks until all have joined)."""
-        from pipelines.parallel import join_group
+        from pipelines.acceleration.distributed import join_group
 
         init_method = f"tcp://127.0.0.1:{_free_port()}"
         for rank in range(1, self.plan.world_size):
@@ -129,6 +130,8 @@ class RankGroup:
         self, model: str, local: Any, request: GenerationRequest, on_step: StepCallback | None,
         on_preview: PreviewCallback | None = None,
     ) -> Any:
+        from pipelines.acceleration.distributed import SyncedSteps
+
         conflict = self.plan.context_parallel and cache_conflict(getattr(request, "cache", None))
         if conflict:
             raise JobFailure(
@@ -273,7 +276,7 @@ def follower_main(rank: int, init_method: str) -> int:
     """A follower rank: join, load, then run each job handed down the pipe until EOF."""
     from darkroom.logs import configure_logging
     from darkroom.settings import get_settings
-    from pipelines.parallel import join_group
+    from pipelines.acceleration.distributed import SyncedSteps, join_group
     from worker.main import load_runners
 
     settings = get_settings()

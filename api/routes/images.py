@@ -23,9 +23,9 @@ from api.schemas import ErrorObject, ImageData, ImageEditRequest, ImageGenerateR
 from api.submission.model_choice import parse_size, resolve_model
 from api.submission.params import image_params
 from api.submission.submit import submit
-from pipelines.lora_names import LORA_ERROR_CODES
-from pipelines.registry import Family
+from pipelines.spec.lora_names import LORA_ERROR_CODES
 from pipelines.spec.params import JobParams
+from pipelines.spec.registry import Family
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from api.deps import OwnerDep, ServicesDep
 from api.errors import not_found
 from api.schemas import Model, ModelDefaults, ModelList, ModelSeconds, ModelSizes
-from pipelines.registry import REGISTRY, ModelSpec
+from pipelines.spec.registry import REGISTRY, ModelSpec
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -19,7 +19,7 @@ from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, Vide
 from api.submission.model_choice import parse_size, resolve_model
 from api.submission.params import remix_params, video_length, video_params
 from api.submission.submit import submit
-from pipelines.registry import Family
+from pipelines.spec.registry import Family
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import dump_logs
 from tests.chaos.harness import shut_down
 from tests.chaos.servers import RedisServer
-from tests.processes import dump_logs
 from tests.stack import POSTGRES_ADMIN_URL, LiveStack, create_database, drop_database, start_stack
 
 # The tiny models this directory runs; building them once keeps two workers that start together

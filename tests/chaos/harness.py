@@ -22,9 +22,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from bench.processes import wait_until
 from storage.models import Job
 from tests.chaos.servers import s3_client
-from tests.processes import wait_until
 from tests.stack import LiveStack
 
 TERMINAL = ("completed", "failed", "cancelled")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.processes import free_port, wait_for_port
+from bench.processes import free_port, wait_for_port
 
 
 def s3_client(endpoint: str):

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+from bench.processes import make_bucket
 from tests.chaos.harness import (
     TERMINAL,
     JobBook,
@@ -22,7 +23,6 @@ from tests.chaos.harness import (
     output_sets,
     report,
 )
-from tests.processes import make_bucket
 from tests.stack import KEY_A, KEY_B
 
 JOBS = by_scale(100, 1000)

@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from bench.processes import make_bucket
 from tests.chaos.harness import (
     JobBook,
     by_scale,
@@ -23,7 +24,6 @@ from tests.chaos.harness import (
     wait_until,
 )
 from tests.chaos.servers import PostgresServer
-from tests.processes import make_bucket
 from tests.stack import KEY_A
 
 JOBS = by_scale(4, 12)

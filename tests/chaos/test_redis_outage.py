@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.processes import make_bucket
 from tests.chaos.harness import (
     JobBook,
     by_scale,
@@ -21,7 +22,6 @@ from tests.chaos.harness import (
     report,
 )
 from tests.chaos.servers import RedisServer
-from tests.processes import make_bucket
 
 OUTAGE_S = by_scale(6, 30)
 BEFORE_S, AFTER_S = 3, 3  # clients submit this long before the outage and after Redis is back

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bench.processes import make_bucket
 from tests.chaos.harness import (
     TERMINAL,
     JobBook,
@@ -22,7 +23,6 @@ from tests.chaos.harness import (
     report,
     worker_name_of,
 )
-from tests.processes import make_bucket
 
 KILLS = by_scale(3, 20)
 DENOISE_S = 1.0  # each job denoises about this long, so a kill lands mid-denoise

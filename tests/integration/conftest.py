@@ -14,8 +14,8 @@ import openai
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from bench.processes import free_port, make_bucket, spawn, stop, wait_for_port
 from storage.models import Job
-from tests.processes import free_port, make_bucket, spawn, stop, wait_for_port
 from tests.stack import KEY_A, KEY_B, LiveStack, create_database, drop_database, start_stack
 
 __all__ = ["KEY_A", "KEY_B"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.processes import WORKER_READY, free_port, spawn, stop, wait_for_log, wait_for_port
+from bench.processes import WORKER_READY, free_port, spawn, stop, wait_for_log, wait_for_port
 
 
 @pytest.fixture

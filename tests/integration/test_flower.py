@@ -13,7 +13,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from tests.processes import dump_logs, free_port, spawn, stop, wait_for_port
+from bench.processes import dump_logs, free_port, spawn, stop, wait_for_port
 from worker.celery_app import GENERATE_TASK
 from worker.flower import RUNTIME_BUCKETS_S
 

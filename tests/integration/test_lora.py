@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image
 
-from pipelines.tiny_lora import build_tiny_lora
+from pipelines.tiny.lora import build_tiny_lora
 from tests.integration.conftest import KEY_A
 
 # Generation on the tiny models takes well under a second; a job waits for the worker anyway.

@@ -13,7 +13,7 @@ import redis
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import make_bucket, wait_until
+from bench.processes import make_bucket, wait_until
 from tests.stack import create_database, drop_database, start_stack
 
 RETENTION_S = 6

@@ -16,10 +16,10 @@ import redis
 from PIL import Image
 from sqlalchemy import create_engine, select, update
 
+from bench.processes import make_bucket, wait_until
 from darkroom.settings import owner_of_key
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
-from tests.processes import make_bucket, wait_until
 from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
 
 # 200 steps over 33 frames: seconds of denoising even on a fast, idle machine (the time limit test

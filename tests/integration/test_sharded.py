@@ -22,10 +22,10 @@ import redis
 from PIL import Image
 from sqlalchemy import create_engine, select
 
+from bench.processes import WORKER_READY, make_bucket, wait_for_log, wait_until
 from storage import jobs
 from storage.db import make_session_factory
 from storage.models import Job
-from tests.processes import WORKER_READY, make_bucket, wait_for_log, wait_until
 from tests.stack import LiveStack, create_database, drop_database, start_stack
 
 BROKER = os.environ.get("DARKROOM_TEST_SHARDED_REDIS", "redis://127.0.0.1:6379/9")

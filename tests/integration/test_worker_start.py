@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.processes import spawn
+from bench.processes import spawn
 from worker.main import EXIT_CANNOT_START
 
 

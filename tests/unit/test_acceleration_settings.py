@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from darkroom.settings import Settings
-from pipelines.cache_policy import FirstBlockCache, parse_cache_policy
+from pipelines.spec.cache_policy import FirstBlockCache, parse_cache_policy
 
 
 def test_model_cache_parses_per_model_policies():

@@ -7,9 +7,9 @@ import boto3
 import httpx
 import pytest
 
+from bench.processes import make_bucket
 from darkroom.settings import Settings
 from storage.blobs import BlobNotFound, LocalBlobStore, S3BlobStore, make_blob_store
-from tests.processes import make_bucket
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -24,7 +24,7 @@ import pytest
 
 from darkroom import cli
 from darkroom.settings import Settings
-from pipelines.registry import REGISTRY, TINY_MODELS
+from pipelines.spec.registry import REGISTRY, TINY_MODELS
 from tests.unit.compose_support import (
     COMPOSE_FILE,
     DOCKERFILE,

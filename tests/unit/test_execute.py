@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy.exc import OperationalError
 
 from darkroom.settings import Settings
-from pipelines.types import ImageOutput, VideoOutput
+from pipelines.spec.types import ImageOutput, VideoOutput
 from storage import jobs
 from storage.blobs import BlobNotFound, LocalBlobStore
 from storage.models import Job, JobKind, JobStatus

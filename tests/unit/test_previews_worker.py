@@ -10,8 +10,6 @@ from datetime import timedelta
 
 from PIL import Image
 
-from pipelines.previews import DECODERS
-from pipelines.registry import PREVIEW_PIPELINES, REGISTRY, Family
 from storage import jobs
 from storage.blobs import LocalBlobStore
 from storage.models import Job, JobKind
@@ -95,10 +93,3 @@ def test_only_the_attempt_that_owns_the_job_records_previews(sessions, tmp_path)
         assert jobs.cancel(session, job_id)
         assert not jobs.record_partials(session, job_id, attempt=attempt + 1, partial_keys=["k"])
 
-
-def test_every_image_model_can_make_previews():
-    """The API refuses partial_images for a pipeline outside PREVIEW_PIPELINES; the registry
-    (torch-free, read by the API) and the decoders must name the same pipelines."""
-    assert PREVIEW_PIPELINES == set(DECODERS)
-    image_families = (Family.TEXT_TO_IMAGE, Family.IMAGE_EDIT)
-    assert {spec.pipeline_class for spec in REGISTRY.values() if spec.family in image_families} <= PREVIEW_PIPELINES

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.parallel import ParallelPlan
-from pipelines.registry import get_model
-from pipelines.types import GenerationRequest
+from pipelines.spec.parallel_plan import ParallelPlan
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest
 from worker.execute import JobFailure
 from worker.rank_group import RANK_LOST_CODE, RankGroup
 
@@ -94,9 +94,10 @@ def test_a_first_block_cache_request_is_refused_on_a_sharded_group(group):
 
 def test_a_missing_lora_fails_on_rank_zero_before_the_hand_off(group, tmp_path):
     """Rank 0 loads the adapters first (Runner.prepare_lora): a bad one never reaches a follower."""
-    from pipelines.lora import LoraAdapters, LoraError
-    from pipelines.runners import Runner
-    from pipelines.types import LoraWeight
+    from pipelines.runners.base import Runner
+    from pipelines.runners.lora import LoraAdapters
+    from pipelines.spec.lora_names import LoraError
+    from pipelines.spec.types import LoraWeight
 
     pipeline = SimpleNamespace(load_lora_weights=None)  # a stand-in with diffusers' LoRA loader
     local = Runner(get_model("tiny-qwen-image"), pipeline, loras=LoraAdapters(pipeline, tmp_path, 2))

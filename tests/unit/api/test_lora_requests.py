@@ -10,7 +10,7 @@ from api.bodies import _add_to_object_list, _lists_from_indices, _nest
 from api.errors import APIError, validation_error
 from api.schemas import ImageGenerateRequest
 from darkroom.settings import Settings
-from pipelines.lora_names import check_lora_name
+from pipelines.spec.lora_names import check_lora_name
 
 
 @pytest.mark.parametrize("name", ["ink", "styles/ink-v2", "someone/ink.style/ink_1.safetensors", "A1"])

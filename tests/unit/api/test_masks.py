@@ -16,8 +16,8 @@ from api.bodies import Upload
 from api.errors import APIError
 from api.masks import read_mask
 from darkroom.settings import Settings
-from pipelines.masks import edits_anything, keep_unmasked, repaint_area
-from pipelines.registry import get_model
+from pipelines.spec.masks import edits_anything, keep_unmasked, repaint_area
+from pipelines.spec.registry import get_model
 
 SETTINGS = Settings()
 EDIT = get_model("tiny-qwen-image-edit")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.loader import load_runner
-from pipelines.registry import get_model
-from pipelines.runners import Runner
-from pipelines.types import GenerationRequest
+from pipelines.runners.base import Runner
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import GenerationRequest
 
 
 @pytest.fixture(scope="session")
