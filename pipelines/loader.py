@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipelines import processor_compat
 from pipelines.acceleration.attention import fall_back_to_native, set_attention_backend
-from pipelines.acceleration.cache_hooks import Policy, cache_with_compile_refusal
+from pipelines.acceleration.cache_hooks import Policy
 from pipelines.acceleration.cfg_parallel import enable_cfg_parallel
 from pipelines.acceleration.compile import compile_transformer
 from pipelines.acceleration.distributed import enable_context_parallel, group_mesh
@@ -36,6 +36,7 @@ from pipelines.runners.base import Runner
 from pipelines.runners.image import ImageEditRunner, TextToImageRunner
 from pipelines.runners.lora import LoraAdapters
 from pipelines.runners.video import ImageToVideoRunner, TextToVideoRunner
+from pipelines.spec.checks import Deployment, check_cache
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import Family, ModelSpec
 from pipelines.spec.types import GenerationRequest
@@ -135,11 +136,12 @@ def load_runner(
     """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
     runner_class = _RUNNERS[spec.family]
     cache = acceleration.cache.get(spec.name, spec.cache)
-    if acceleration.compile and cache.type != "none":
-        raise ValueError(cache_with_compile_refusal(spec.name, cache.type))
+    # The default every job without a cache of its own runs with: refused before any weight loads.
+    sharded = parallel is not None and parallel.context_parallel
+    check_cache(spec, cache, Deployment(compiled=acceleration.compile, sharded=sharded))
     pipeline = load_pipeline(spec, models_dir, device, memory)
     loras = LoraAdapters(pipeline, lora_dir, lora_cache_size) if lora_dir is not None else None
-    runner = runner_class(spec, pipeline, cache=cache, compiled=acceleration.compile, loras=loras)
+    runner = runner_class(spec, pipeline, cache=cache, loras=loras)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
     if parallel is not None and parallel.context_parallel:
         # After the backend (diffusers checks it supports context parallelism), before compile

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.spec.parallel_plan import ParallelPlan, cache_conflict
+from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
 
@@ -132,11 +132,6 @@ class RankGroup:
     ) -> Any:
         from pipelines.acceleration.distributed import SyncedSteps
 
-        conflict = self.plan.context_parallel and cache_conflict(getattr(request, "cache", None))
-        if conflict:
-            raise JobFailure(
-                "cache_unsupported_sharded", f"This worker runs {model} sharded; {conflict}."
-            )
         if request.lora:
             # Every rank loads the adapters in its own runner, before any collective; a missing or
             # unfitting one fails the job here, on rank 0 alone, and the group stays in step.

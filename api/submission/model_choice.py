@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.deps import Services
 from api.errors import bad_request
-from pipelines.registry import REGISTRY, Family, ModelSpec
+from pipelines.spec.registry import REGISTRY, Family, ModelSpec
 
 
 def resolve_model(

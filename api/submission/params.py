@@ -11,10 +11,10 @@ from api.errors import APIError, bad_request
 from api.image_stream import check_stream_params
 from api.schemas import GenerationExtensions, ImageRequestBase, VideoCreateRequest
 from darkroom.settings import Settings
-from pipelines.registry import ModelSpec
 from pipelines.spec.checks import ParamRefused, check_params
 from pipelines.spec.params import JobParams
-from pipelines.types import LoraWeight
+from pipelines.spec.registry import ModelSpec
+from pipelines.spec.types import LoraWeight
 from storage.models import Job
 
 

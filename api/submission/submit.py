@@ -19,8 +19,8 @@ from api.submission.admission import admit
 from api.submission.idempotency import fingerprint, replay
 from api.submission.webhook_url import webhook_url_for
 from darkroom.logs import bind
-from pipelines.registry import ModelSpec
 from pipelines.spec.params import JobParams
+from pipelines.spec.registry import ModelSpec
 from storage import idempotency, jobs
 from storage.models import Job, JobKind
 from worker.celery_app import publish_generate

@@ -38,9 +38,7 @@ def diffusers_cache_config(policy: Policy, spec: ModelSpec, num_inference_steps:
             taylor_factors_dtype=getattr(torch, spec.dtype),
             cache_identifiers=_TAYLORSEER_ATTENTION,
         )
-    if isinstance(policy, MagCache):
-        if spec.mag_ratios is None:
-            raise ValueError(f"{spec.name} has no calibrated MagCache ratios")
+    if isinstance(policy, MagCache):  # offered only with ratios (pipelines/spec/checks.py)
         return MagCacheConfig(
             threshold=policy.threshold,
             max_skip_steps=policy.max_skip_steps,
@@ -68,20 +66,3 @@ def cache_enabled(transformer: Any, config: Any | None) -> Iterator[None]:
         yield
     finally:
         transformer.disable_cache()
-
-
-def cache_with_compile_refusal(model: str, cache_type: str) -> str:
-    """Why a cache policy and a compiled transformer are not combined.
-
-    Measured on an H200 (full-size Qwen-Image, 50 steps, bench/full_size.py): diffusers' cache
-    hooks keep Python state (step counters, the hook objects themselves) that dynamo guards on, so
-    every job recompiles until the recompile limit and then runs partly eager: compiled + first
-    block cache took 18.7 s and compiled + TaylorSeer 13.2 s against 7.0 s compiled alone, and
-    compiled runs without a cache after them slowed to 8.6 s. Refused rather than dropped.
-    """
-    return (
-        f"model {model}: cache policy {cache_type!r} cannot run on a compiled transformer "
-        "(diffusers' cache hooks force torch.compile to recompile on every job). Turn off "
-        "DARKROOM_COMPILE_TRANSFORMER, or set the model's cache to none in DARKROOM_MODEL_CACHE "
-        f'(e.g. {{"{model}": {{"type": "none"}}}}).'
-    )

@@ -1,7 +1,6 @@
 """Regional `torch.compile` of a transformer's repeated blocks, once per worker when it loads a
-model (`DARKROOM_COMPILE_TRANSFORMER`). A compiled transformer takes no cache hooks
-(pipelines/acceleration/cache_hooks.py `cache_with_compile_refusal` says why) and no LoRA adapters
-(the runner refuses them: each job's set would recompile the wrapped layers).
+model (`DARKROOM_COMPILE_TRANSFORMER`). A compiled transformer takes no cache hooks and no LoRA
+adapters: both would recompile it on every job (pipelines/spec/checks.py refuses them, and says why).
 """
 
 from __future__ import annotations

@@ -15,16 +15,10 @@ from typing import Any
 
 import torch
 
-from pipelines.acceleration.cache_hooks import (
-    Policy,
-    cache_enabled,
-    cache_with_compile_refusal,
-    diffusers_cache_config,
-)
+from pipelines.acceleration.cache_hooks import Policy, cache_enabled, diffusers_cache_config
 from pipelines.acceleration.cfg_parallel import cfg_split, makes_two_passes
 from pipelines.runners.lora import LoraAdapters
 from pipelines.runners.previews import DECODERS, Previews, preview_steps
-from pipelines.spec.cache_policy import parse_cache_policy
 from pipelines.spec.lora_names import LORA_UNSUPPORTED, LoraError
 from pipelines.spec.registry import ModelSpec
 from pipelines.spec.types import GenerationRequest, LoraWeight, PreviewCallback, StepCallback
@@ -84,13 +78,11 @@ class Runner:
         spec: ModelSpec,
         pipeline: Any,
         cache: Policy | None = None,
-        compiled: bool = False,
         loras: LoraAdapters | None = None,
     ) -> None:
         self.spec = spec
         self.pipeline = pipeline
         self.cache = cache if cache is not None else spec.cache  # for requests that name none
-        self.compiled = compiled  # cache hooks and LoRA are refused on it
         self.loras = loras  # the adapters loaded into this pipeline; None: it takes none
 
     def run(
@@ -120,11 +112,11 @@ class Runner:
         steps it runs when not all requested (an inpaint's strength). Adapters, cache and hooks are
         undone after the call, whatever happens. Returns (pipeline output, timings)."""
         pipeline = pipeline if pipeline is not None else self.pipeline
-        policy = parse_cache_policy(request.cache) if request.cache is not None else self.cache
+        # Whether this worker can run the request's cache and adapters was checked before the run
+        # (pipelines/spec/checks.py), and its default cache when the model loaded.
+        policy = request.cache if request.cache is not None else self.cache
         steps = steps if steps is not None else request.num_inference_steps
         cache = diffusers_cache_config(policy, self.spec, steps)
-        if cache is not None and self.compiled:
-            raise ValueError(cache_with_compile_refusal(self.spec.name, policy.type))
         previews = self._previews(request, on_preview, steps)
         transformer = pipeline.transformer
         with ExitStack() as stack:
@@ -156,12 +148,6 @@ class Runner:
     def _lora_adapters(self) -> LoraAdapters:
         if self.loras is None:
             raise LoraError(LORA_UNSUPPORTED, f"The model {self.spec.name} takes no LoRA adapters on this worker.")
-        if self.compiled:
-            # Loading an adapter wraps the compiled layers, and each job's set would recompile them.
-            raise LoraError(
-                LORA_UNSUPPORTED,
-                f"This worker compiles {self.spec.name} (DARKROOM_COMPILE_TRANSFORMER), which takes no LoRA adapters.",
-            )
         return self.loras
 
     def _previews(self, request: GenerationRequest, on_preview: PreviewCallback | None, steps: int) -> Previews | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.cache_policy import CachePolicy
-from pipelines.lora_names import LORA_PIPELINES, LORA_UNSUPPORTED
-from pipelines.registry import PREVIEW_PIPELINES, ModelSpec
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.lora_names import LORA_UNSUPPORTED
 from pipelines.spec.params import JobParams
-from pipelines.types import LoraWeight
+from pipelines.spec.registry import ModelSpec
+from pipelines.spec.types import LoraWeight
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def check_params(spec: ModelSpec, params: JobParams, deployment: Deployment) -> 
         raise ParamRefused(
             "n", f"The model '{spec.name}' makes at most {spec.max_images} images per request.", code="invalid_value"
         )
-    if params.partial_images and spec.pipeline_class not in PREVIEW_PIPELINES:
+    if params.partial_images and not spec.traits.previews:
         raise ParamRefused("partial_images", f"The model '{spec.name}' cannot make partial images; send partial_images 0.")
     if params.num_inference_steps > spec.max_steps:
         raise ParamRefused(
@@ -112,7 +112,7 @@ def check_lora(spec: ModelSpec, adapters: Sequence[LoraWeight], deployment: Depl
     worker's disk can tell: that fails the job (`lora_not_found`, ...)."""
     if not adapters:
         return
-    if spec.pipeline_class not in LORA_PIPELINES:
+    if not spec.traits.takes_lora:
         raise ParamRefused("lora", f"The model '{spec.name}' takes no LoRA adapters.", job_code=LORA_UNSUPPORTED)
     if deployment.compiled:
         # Loading an adapter wraps the compiled layers, and each job's set would recompile them.

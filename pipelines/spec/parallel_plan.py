@@ -9,20 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.checks import Deployment, ParamRefused, check_cache
 from pipelines.spec.registry import ModelSpec
-
-# Cache policies whose skip decision depends on the activations. Under context parallelism each
-# rank sees only its shard of them, so ranks can decide differently at the same step: one runs the
-# remaining blocks (and their all-to-alls) while another skips them, and the group deadlocks.
-# TaylorSeer and MagCache (with calibrated ratios) decide from the step index alone, the same on
-# every rank; TaylorSeer sharded matches it unsharded
-# (tests/unit/pipelines/acceleration/test_distributed.py).
-_SHARD_DEPENDENT_CACHES = {
-    "first_block_cache": "first-block cache decides to skip from the first block's output, which "
-    "each rank sees only a shard of: ranks could disagree and deadlock in a collective",
-}
 
 
 class ParallelConfigError(ValueError):
@@ -69,24 +59,11 @@ class ParallelPlan:
         )
 
 
-def cache_type_of(policy: Any) -> str | None:
-    """The `type` of a cache policy given as a policy object, its dict form, or None."""
-    if isinstance(policy, dict):
-        return policy.get("type")
-    return getattr(policy, "type", None)
-
-
-def cache_conflict(policy: Any) -> str | None:
-    """Why a cache policy (object, dict or type name) cannot run on a sharded group, or None."""
-    cache_type = policy if isinstance(policy, str) else cache_type_of(policy)
-    return _SHARD_DEPENDENT_CACHES.get(cache_type or "none")
-
-
 def check_plan(
-    plan: ParallelPlan, specs: Iterable[ModelSpec], cache_policies: dict[str, Any]
+    plan: ParallelPlan, specs: Iterable[ModelSpec], cache_policies: dict[str, CachePolicy]
 ) -> None:
     """Refuse, with every reason, a plan that cannot run. `cache_policies` is model -> its default
-    cache policy (object, dict or type name). Called at start-up, before any rank is spawned."""
+    cache policy. Called at start-up, before any rank is spawned."""
     if not plan.sharded:
         if plan.degrees != 1:
             raise ParallelConfigError(
@@ -132,11 +109,12 @@ def check_plan(
             reasons.append(
                 f"model {spec.name} ({spec.pipeline_class}) has no context-parallel plan in diffusers"
             )
-        conflict = cache_conflict(cache_policies.get(spec.name))
-        if conflict:
-            reasons.append(
-                f"model {spec.name}'s default cache policy cannot run sharded: {conflict}"
-            )
+        policy = cache_policies.get(spec.name)
+        try:
+            if policy is not None:
+                check_cache(spec, policy, Deployment(sharded=True))
+        except ParamRefused as refused:
+            reasons.append(f"model {spec.name}'s default cache policy cannot run sharded: {refused}")
     if reasons:
         raise ParallelConfigError("cannot start a sharded worker: " + "; ".join(reasons))
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.cache_policy import CachePolicy
-from pipelines.types import LoraWeight
+from pipelines.spec.cache_policy import CachePolicy
+from pipelines.spec.types import LoraWeight
 
 ImageFormat = Literal["png", "webp", "jpeg"]
 

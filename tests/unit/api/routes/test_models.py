@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.routes.models import _model
-from pipelines.registry import REGISTRY, get_model
+from pipelines.spec.registry import REGISTRY, get_model
 
 
 def test_a_video_model_shows_its_sizes_seconds_and_defaults():

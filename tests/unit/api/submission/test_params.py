@@ -9,9 +9,9 @@ from api.errors import APIError
 from api.schemas import ImageEditRequest, ImageGenerateRequest, VideoCreateRequest
 from api.submission.params import image_params, remix_params, video_length, video_params
 from darkroom.settings import Settings
-from pipelines.registry import ModelSpec, get_model
 from pipelines.spec.params import JobParams
-from pipelines.types import LoraWeight
+from pipelines.spec.registry import ModelSpec, get_model
+from pipelines.spec.types import LoraWeight
 from storage.models import Job, JobKind, JobStatus
 
 SETTINGS = Settings()

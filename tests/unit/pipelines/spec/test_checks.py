@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from pipelines.cache_policy import FirstBlockCache, MagCache, NoCache, TaylorSeer
-from pipelines.registry import get_model
+from pipelines.spec.cache_policy import FirstBlockCache, MagCache, NoCache, TaylorSeer
 from pipelines.spec.checks import Deployment, ParamRefused, check_cache, check_lora, check_params
 from pipelines.spec.params import JobParams
-from pipelines.types import LoraWeight
+from pipelines.spec.registry import get_model
+from pipelines.spec.types import LoraWeight
 
 BASE = {"prompt": "a fox", "width": 64, "height": 64, "seed": 1, "num_inference_steps": 4}
 QWEN, FLUX, WAN = get_model("tiny-qwen-image"), get_model("tiny-flux"), get_model("tiny-wan")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.spec.cache_policy import FirstBlockCache, TaylorSeer
 from pipelines.spec.parallel_plan import ParallelConfigError, ParallelPlan, check_plan
 from pipelines.spec.registry import get_model
 
@@ -23,7 +24,7 @@ def test_a_plan_that_can_run_passes():
     check_plan(
         ParallelPlan(devices=("cpu", "cpu"), ulysses_degree=2),
         [QWEN],
-        {QWEN.name: {"type": "taylorseer"}},
+        {QWEN.name: TaylorSeer()},
     )
     check_plan(
         ParallelPlan(
@@ -33,7 +34,7 @@ def test_a_plan_that_can_run_passes():
         {},
     )
     check_plan(
-        ParallelPlan(), [QWEN], {QWEN.name: {"type": "first_block_cache"}}
+        ParallelPlan(), [QWEN], {QWEN.name: FirstBlockCache()}
     )  # unsharded: anything
 
 
@@ -50,7 +51,7 @@ def test_ring_attention_is_refused_on_cpu_with_the_reason():
 
 def test_first_block_cache_is_refused_on_a_sharded_group():
     plan = ParallelPlan(devices=("cpu", "cpu"), ulysses_degree=2)
-    reason = _refusal(plan, caches={QWEN.name: {"type": "first_block_cache", "threshold": 0.1}})
+    reason = _refusal(plan, caches={QWEN.name: FirstBlockCache(threshold=0.1)})
     assert (
         f"model {QWEN.name}'s default cache policy cannot run sharded" in reason
         and "deadlock" in reason
@@ -85,7 +86,7 @@ def test_device_settings_parse_gpu_indices():
 
 
 def test_cfg_plans_are_checked_at_start_up():
-    fbc = {QWEN.name: {"type": "first_block_cache"}}
+    fbc = {QWEN.name: FirstBlockCache()}
     check_plan(CFG_PLAN, [QWEN, WAN], fbc)  # no sequence sharding: each rank decides its own pass
     with_ulysses = ParallelPlan(devices=("cpu",) * 4, cfg_degree=2, ulysses_degree=2)
     check_plan(with_ulysses, [QWEN, WAN], {})

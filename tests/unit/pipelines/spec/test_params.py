@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipelines.cache_policy import NoCache, TaylorSeer
+from pipelines.spec.cache_policy import NoCache, TaylorSeer
 from pipelines.spec.params import JobParams
-from pipelines.types import LoraWeight
+from pipelines.spec.types import LoraWeight
 
 # Rows as the API wrote them before JobParams, one per kind of job (api/submission.py at 11106d3).
 OLD_IMAGE = {
