@@ -43,7 +43,7 @@ from darkroom.outbound import (
 from darkroom.settings import Settings
 from storage.jobs import now
 from storage.models import EventStatus, Job, WebhookDelivery, WebhookEvent
-from worker.webhook_signing import event_body, signed_headers, signing_secret_for
+from worker.webhook_signing import event_body, signed_headers
 
 log = logging.getLogger("darkroom.webhooks")
 
@@ -108,7 +108,7 @@ def deliver(
     if claimed is None:
         return
     with log_context(job_id=claimed.job_id, event_id=claimed.id):
-        secret = signing_secret_for(settings, claimed.owner)
+        secret = settings.signing_secret_for(claimed.owner)
         attempt = (
             _attempt(settings, claimed, secret, tls_context) if secret else _refused_unsigned(now())
         )

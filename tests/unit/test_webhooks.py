@@ -29,13 +29,7 @@ from darkroom.settings import KeyWebhook, Settings, owner_of_key
 from storage import jobs
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import EventStatus, Job, JobKind, WebhookDelivery, WebhookEvent
-from worker.webhook_signing import (
-    USER_AGENT,
-    default_webhook_url_for,
-    event_body,
-    signed_headers,
-    signing_secret_for,
-)
+from worker.webhook_signing import USER_AGENT, event_body, signed_headers
 from worker.webhooks import deliver, retry_delay_s
 
 
@@ -139,18 +133,16 @@ def test_a_key_signs_with_its_own_secret_else_the_default():
     settings = Settings(
         webhook_secret=SECRET, webhook_keys={KEY: KeyWebhook(url="https://a.example/h", secret=own)}
     )
-    assert (signing_secret_for(settings, OWNER), default_webhook_url_for(settings, OWNER)) == (
+    assert (settings.signing_secret_for(OWNER), settings.default_webhook_url_for(OWNER)) == (
         own,
         "https://a.example/h",
     )
     assert (
-        signing_secret_for(settings, owner_of_key("sk-other")),
-        default_webhook_url_for(settings, "x"),
+        settings.signing_secret_for(owner_of_key("sk-other")),
+        settings.default_webhook_url_for("x"),
     ) == (SECRET, None)
     assert (
-        signing_secret_for(
-            Settings(webhook_keys={KEY: KeyWebhook(url="https://a.example/h")}), OWNER
-        )
+        Settings(webhook_keys={KEY: KeyWebhook(url="https://a.example/h")}).signing_secret_for(OWNER)
         is None
     )
 
