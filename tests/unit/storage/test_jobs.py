@@ -10,20 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from storage import jobs
-from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _job_in(session, status: JobStatus, webhook_url: str | None = None) -> str:
