@@ -1,5 +1,6 @@
-"""The job state machine: every allowed transition takes effect, every other one is refused,
-on SQLite and on the machine's real Postgres (schema built by the migrations)."""
+"""The job state machine: every allowed transition takes effect, every other one is refused; and
+the writes that leave the status alone take effect only in the state they are meant for. On SQLite
+and on the machine's real Postgres (schema built by the migrations)."""
 
 from __future__ import annotations
 
@@ -141,3 +142,29 @@ def test_visibility_is_owner_and_kind_scoped(sessions):
         assert jobs.get_visible(session, job_id, owner="o", kinds=[JobKind.IMAGE_EDIT]) is None
         jobs.mark_deleted(session, job_id)
         assert jobs.get_visible(session, job_id, owner="o", kinds=[JobKind.VIDEO]) is None
+
+
+def test_publishing_is_recorded_only_while_the_job_is_queued(sessions):
+    with sessions() as session:
+        queued = _job_in(session, JobStatus.QUEUED)
+        jobs.mark_unpublished(session, queued)
+        session.expire_all()
+        assert session.get(Job, queued).published_at is None
+        assert jobs.mark_published(session, queued)
+        session.expire_all()
+        assert session.get(Job, queued).published_at is not None
+        running = _job_in(session, JobStatus.IN_PROGRESS)
+        assert not jobs.mark_published(session, running)
+
+
+def test_a_job_is_marked_expired_once_and_unmarked_when_its_blobs_stay(sessions):
+    with sessions() as session:
+        job_id = _job_in(session, JobStatus.COMPLETED)
+        assert jobs.mark_expired(session, job_id)
+        assert not jobs.mark_expired(session, job_id)  # another sweeper got there first
+        jobs.unmark_expired(session, job_id)
+        session.expire_all()
+        assert session.get(Job, job_id).expired_at is None
+        assert jobs.mark_expired(session, job_id)
+        session.expire_all()
+        assert session.get(Job, job_id).expired_at is not None
