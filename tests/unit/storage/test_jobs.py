@@ -144,15 +144,18 @@ def test_visibility_is_owner_and_kind_scoped(sessions):
         assert jobs.get_visible(session, job_id, owner="o", kinds=[JobKind.VIDEO]) is None
 
 
+def _fresh(session, job_id: str) -> Job:
+    session.expire_all()
+    return session.get(Job, job_id)
+
+
 def test_publishing_is_recorded_only_while_the_job_is_queued(sessions):
     with sessions() as session:
         queued = _job_in(session, JobStatus.QUEUED)
         jobs.mark_unpublished(session, queued)
-        session.expire_all()
-        assert session.get(Job, queued).published_at is None
+        assert _fresh(session, queued).published_at is None
         assert jobs.mark_published(session, queued)
-        session.expire_all()
-        assert session.get(Job, queued).published_at is not None
+        assert _fresh(session, queued).published_at is not None
         running = _job_in(session, JobStatus.IN_PROGRESS)
         assert not jobs.mark_published(session, running)
 
@@ -163,8 +166,6 @@ def test_a_job_is_marked_expired_once_and_unmarked_when_its_blobs_stay(sessions)
         assert jobs.mark_expired(session, job_id)
         assert not jobs.mark_expired(session, job_id)  # another sweeper got there first
         jobs.unmark_expired(session, job_id)
-        session.expire_all()
-        assert session.get(Job, job_id).expired_at is None
+        assert _fresh(session, job_id).expired_at is None
         assert jobs.mark_expired(session, job_id)
-        session.expire_all()
-        assert session.get(Job, job_id).expired_at is not None
+        assert _fresh(session, job_id).expired_at is not None
