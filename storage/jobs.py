@@ -188,7 +188,8 @@ def requeue(session: Session, job_id: str, *, attempt: int) -> bool:
 def heartbeat(session: Session, job_id: str, *, attempt: int, progress: int) -> bool:
     """A running attempt's sign of life with its progress; False means it should stop: the job
     was cancelled, failed by its time limit, or requeued and claimed by another worker."""
-    return _update(session, _owned_by(job_id, attempt), progress=max(0, min(99, progress)), heartbeat_at=now())
+    progress = max(0, min(99, progress))  # 100 only when completed
+    return _update(session, _owned_by(job_id, attempt), progress=progress, heartbeat_at=now())
 
 
 def record_partials(session: Session, job_id: str, *, attempt: int, partial_keys: list[str]) -> bool:
@@ -258,7 +259,8 @@ def cancel(session: Session, job_id: str) -> bool:
 
 def mark_deleted(session: Session, job_id: str) -> None:
     """Hide the job from the API; its row stays as the record of what happened."""
-    _update(session, (Job.id == job_id, Job.deleted_at.is_(None)), deleted_at=now(), input_keys=[], output_keys=[])
+    not_deleted = (Job.id == job_id, Job.deleted_at.is_(None))
+    _update(session, not_deleted, deleted_at=now(), input_keys=[], output_keys=[])
 
 
 def mark_expired(session: Session, job_id: str) -> bool:

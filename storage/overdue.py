@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from storage.jobs import now
 from storage.models import Job, JobStatus
 
+IdAndModel = Row[tuple[str, str]]
 
-def unpublished_jobs(session: Session, *, limit: int) -> Sequence[Row[tuple[str, str]]]:
+
+def unpublished_jobs(session: Session, *, limit: int) -> Sequence[IdAndModel]:
     """(id, model) of queued jobs whose id never reached the broker, the oldest first."""
     return session.execute(
         select(Job.id, Job.model)
@@ -24,7 +26,9 @@ def unpublished_jobs(session: Session, *, limit: int) -> Sequence[Row[tuple[str,
     ).all()
 
 
-def silent_runs(session: Session, *, silent_for: timedelta, limit: int) -> Sequence[Row[tuple[str, str, int, str | None]]]:
+def silent_runs(
+    session: Session, *, silent_for: timedelta, limit: int
+) -> Sequence[Row[tuple[str, str, int, str | None]]]:
     """(id, model, attempts, worker) of running jobs with no heartbeat for `silent_for`: their
     worker vanished."""
     return session.execute(
@@ -34,7 +38,7 @@ def silent_runs(session: Session, *, silent_for: timedelta, limit: int) -> Seque
     ).all()
 
 
-def published_long_ago(session: Session, *, waiting_for: timedelta, limit: int) -> Sequence[Row[tuple[str, str]]]:
+def published_long_ago(session: Session, *, waiting_for: timedelta, limit: int) -> Sequence[IdAndModel]:
     """(id, model) of queued jobs last published more than `waiting_for` ago, the oldest first:
     their message waits in a long queue, or was lost."""
     return session.execute(
