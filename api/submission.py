@@ -27,7 +27,6 @@ from pipelines.spec.registry import REGISTRY, Family, ModelSpec
 from storage import jobs
 from storage.models import IdempotencyKey, Job, JobKind, JobStatus
 from worker.celery_app import publish_generate
-from worker.webhook_signing import default_webhook_url_for, signing_secret_for
 
 log = logging.getLogger("darkroom.api")
 
@@ -230,10 +229,10 @@ def submit(
 
 
 def _webhook_url(settings: Settings, owner: str, requested: str | None) -> str | None:
-    url = requested or default_webhook_url_for(settings, owner)
+    url = requested or settings.default_webhook_url_for(owner)
     if url is None:
         return None
-    if signing_secret_for(settings, owner) is None:
+    if settings.signing_secret_for(owner) is None:
         raise bad_request(
             "Webhooks are not configured on this deployment: there is no signing secret for this key "
             "(DARKROOM_WEBHOOK_SECRET or DARKROOM_WEBHOOK_KEYS).",
