@@ -27,14 +27,15 @@ import torch
 from PIL import Image
 
 from pipelines.runners.base import Runner
+from pipelines.spec.cache_policy import NO_CACHE, CachePolicy, FirstBlockCache, MagCache, TaylorSeer
 from pipelines.spec.types import GenerationRequest, ImageOutput
 
-POLICIES: dict[str, dict | None] = {
+POLICIES: dict[str, CachePolicy | None] = {
     "none": None,
-    "first_block_cache 0.1": {"type": "first_block_cache", "threshold": 0.1},
-    "first_block_cache 0.3": {"type": "first_block_cache", "threshold": 0.3},
-    "taylorseer 5/3/1": {"type": "taylorseer", "interval": 5, "warmup_steps": 3, "order": 1},
-    "magcache 0.06": {"type": "magcache"},
+    "first_block_cache 0.1": FirstBlockCache(threshold=0.1),
+    "first_block_cache 0.3": FirstBlockCache(threshold=0.3),
+    "taylorseer 5/3/1": TaylorSeer(interval=5, warmup_steps=3, order=1),
+    "magcache 0.06": MagCache(),
 }
 
 
@@ -75,7 +76,13 @@ def _pixels(output: Any) -> np.ndarray:
 
 
 def measure(
-    runner: Runner, request: GenerationRequest, policy: str, cache: dict | None, repeats: int, *, count: bool = True
+    runner: Runner,
+    request: GenerationRequest,
+    policy: str,
+    cache: CachePolicy | None,
+    repeats: int,
+    *,
+    count: bool = True,
 ) -> Row:
     """Run `request` with `cache` `repeats` times; the median wall time, and the last run's rest.
 
@@ -98,8 +105,8 @@ def measure(
     return Row(policy, statistics.median(walls), output.timings, counter.calls, _pixels(output))
 
 
-def _with_cache(request: GenerationRequest, cache: dict | None) -> GenerationRequest:
-    return replace(request, cache=cache or {"type": "none"})
+def _with_cache(request: GenerationRequest, cache: CachePolicy | None) -> GenerationRequest:
+    return replace(request, cache=cache or NO_CACHE)
 
 
 def _synchronize() -> None:
@@ -166,7 +173,7 @@ def main() -> None:
         rows = [
             measure(runner, request, policy, cache, args.repeats)
             for policy, cache in POLICIES.items()
-            if cache is None or cache["type"] != "magcache" or runner.spec.mag_ratios
+            if cache is None or cache.type != "magcache" or runner.spec.mag_ratios
         ]
         print_table(rows, f"{name} {args.size}x{args.size}, {args.steps} steps, median of {args.repeats}")
 

@@ -39,6 +39,7 @@ from pipelines.acceleration.cache_hooks import MAG_RATIOS, cache_enabled
 from pipelines.acceleration.compile import compile_transformer
 from pipelines.acceleration.memory import MemoryOptions, Offload, place_pipeline
 from pipelines.runners.image import TextToImageRunner
+from pipelines.spec.cache_policy import NO_CACHE, FirstBlockCache, MagCache, TaylorSeer
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import GenerationRequest
 from pipelines.tiny.qwen import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer
@@ -170,7 +171,7 @@ def _compiled_rows(runner: TextToImageRunner, request: GenerationRequest, report
 
         calibration = _capture_magcache_calibration()
         with cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps)):
-            runner.run(replace(request, cache={"type": "none"}))
+            runner.run(replace(request, cache=NO_CACHE))
         MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
     uncompiled = measure(runner, request, "uncompiled", None, 1)
     started = time.perf_counter()
@@ -179,9 +180,9 @@ def _compiled_rows(runner: TextToImageRunner, request: GenerationRequest, report
     report.write(event="compiled", warm_up_s=round(time.perf_counter() - started, 1))
     rows = [
         ("compile", None),
-        ("compile + first_block_cache 0.1", {"type": "first_block_cache", "threshold": 0.1}),
-        ("compile + taylorseer 5/3/1", {"type": "taylorseer", "interval": 5, "warmup_steps": 3, "order": 1}),
-        ("compile + magcache 0.06", {"type": "magcache"}),
+        ("compile + first_block_cache 0.1", FirstBlockCache(threshold=0.1)),
+        ("compile + taylorseer 5/3/1", TaylorSeer(interval=5, warmup_steps=3, order=1)),
+        ("compile + magcache 0.06", MagCache()),
         ("compile again (after caches)", None),
     ]
     for name, cache in rows:
@@ -275,9 +276,9 @@ def main() -> None:
 
     calibration = _capture_magcache_calibration()
     policies = [
-        ("first_block_cache 0.1", {"type": "first_block_cache", "threshold": 0.1}),
-        ("first_block_cache 0.2", {"type": "first_block_cache", "threshold": 0.2}),
-        ("taylorseer 5/3/1", {"type": "taylorseer", "interval": 5, "warmup_steps": 3, "order": 1}),
+        ("first_block_cache 0.1", FirstBlockCache(threshold=0.1)),
+        ("first_block_cache 0.2", FirstBlockCache(threshold=0.2)),
+        ("taylorseer 5/3/1", TaylorSeer(interval=5, warmup_steps=3, order=1)),
     ]
     for name, cache in policies:
         if over_budget():
@@ -288,10 +289,10 @@ def main() -> None:
         from diffusers.hooks import MagCacheConfig
 
         with cache_enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=args.steps)):
-            runner.run(replace(request, cache={"type": "none"}))
+            runner.run(replace(request, cache=NO_CACHE))
         if calibration:
             MAG_RATIOS["calibrated"] = torch.tensor(calibration[-1])
-            row = measure(runner, request, "magcache", {"type": "magcache"}, 1)
+            row = measure(runner, request, "magcache", MagCache(), 1)
             report.row(f"{fastest} + magcache 0.06 (calibrated here)", row, best, args.steps)
 
     if not over_budget():

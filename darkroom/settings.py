@@ -287,6 +287,23 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
 
+    def signing_secret_for(self, owner: str) -> str | None:
+        """The `whsec_` secret that signs this owner's deliveries: its key's own, else the default."""
+        key_webhook = self._key_webhook(owner)
+        return (key_webhook.secret if key_webhook else None) or self.webhook_secret
+
+    def default_webhook_url_for(self, owner: str) -> str | None:
+        """Where this owner's events go when a request names no webhook_url."""
+        key_webhook = self._key_webhook(owner)
+        return key_webhook.url if key_webhook else None
+
+    def _key_webhook(self, owner: str) -> KeyWebhook | None:
+        # Settings name keys; jobs record only the key's fingerprint.
+        for api_key, key_webhook in self.webhook_keys.items():
+            if owner_of_key(api_key) == owner:
+                return key_webhook
+        return None
+
     # ---- Sharded pipelines (pipelines/spec/parallel_plan.py, worker/rank_group.py) ----
     # One rank process per device, e.g. "cuda:0,cuda:1" (or "0,1"), or "cpu,cpu" to test sharding
     # with gloo. Empty: one process on `device`. The degrees' product must equal the device count.

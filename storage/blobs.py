@@ -1,7 +1,7 @@
 """Blob storage behind one small interface, with S3 and local-directory implementations.
 
 Both raise `BlobNotFound` for a missing key and raise (never return None) on a failed write, so a
-job can never be marked completed without its output. `tests/unit/test_blob_store.py` runs one
+job can never be marked completed without its output. `tests/unit/storage/test_blobs.py` runs one
 contract suite against both.
 
 Reads stream: `iter_chunks` yields a blob, or a byte range of it, a chunk at a time (S3 with a

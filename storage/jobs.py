@@ -1,4 +1,6 @@
-"""Every change of a job's status goes through this module, as a compare-and-set on the row.
+"""Every change of a job row goes through this module, each as a compare-and-set on the row: its
+status (the state machine below), and the bookkeeping that leaves the status alone (published,
+progress and previews of the running attempt, expired, deleted).
 
 State machine:
 
@@ -18,7 +20,7 @@ a job that was cancelled under it. A function returns whether its update took ef
 A worker's own updates also name the attempt they belong to (`attempts` is bumped by each claim):
 a worker presumed lost whose job was requeued and claimed again can no longer write to it, so two
 runs of one job can never both complete it. Reaching a terminal state writes the job's webhook
-event in the same transaction, so an event is never lost between the two.
+event (storage/webhook_events.py) in the same transaction, so an event is never lost between the two.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from storage.models import EventStatus, Job, JobKind, JobStatus, WebhookEvent
+from storage import webhook_events
+from storage.models import Job, JobKind, JobStatus
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = (
     JobStatus.QUEUED,
@@ -100,15 +103,33 @@ def create(
     return job
 
 
-def mark_unpublished(session: Session, job_id: str) -> None:
-    """Its id never reached the broker: the sweeper publishes it once the broker is back."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == QUEUED)
-        .values(published_at=None)
-        .execution_options(synchronize_session=False)
+def _update(session: Session, conditions: tuple[ColumnElement[bool], ...], **values: Any) -> bool:
+    """One conditional UPDATE of a job row that leaves its status alone, committed; whether the
+    row still met the conditions."""
+    result = session.execute(
+        update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False)
     )
     session.commit()
+    return result.rowcount == 1
+
+
+def _still_queued(job_id: str) -> tuple[ColumnElement[bool], ...]:
+    return Job.id == job_id, Job.status == QUEUED
+
+
+def _owned_by(job_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """The job runs, in this attempt."""
+    return Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt
+
+
+def mark_unpublished(session: Session, job_id: str) -> None:
+    """Its id never reached the broker: the sweeper publishes it once the broker is back."""
+    _update(session, _still_queued(job_id), published_at=None)
+
+
+def mark_published(session: Session, job_id: str) -> bool:
+    """The sweeper handed its id to the broker (again); False if it left the queue meanwhile."""
+    return _update(session, _still_queued(job_id), published_at=now())
 
 
 def _transition(
@@ -127,17 +148,11 @@ def _transition(
         .execution_options(synchronize_session=False)
     ).first()
     if moved is not None and target in TERMINAL and moved.webhook_url:
-        session.add(
-            WebhookEvent(
-                id="evt_" + secrets.token_hex(12),
-                job_id=job_id,
-                type=f"{'video' if moved.kind == JobKind.VIDEO else 'image'}.{target}",
-                url=moved.webhook_url,
-                status=EventStatus.PENDING,
-                attempts=0,
-                created_at=now(),
-                next_attempt_at=now(),
-            )
+        webhook_events.create(
+            session,
+            job_id=job_id,
+            event_type=f"{'video' if moved.kind == JobKind.VIDEO else 'image'}.{target}",
+            url=moved.webhook_url,
         )
     session.commit()
     return moved is not None
@@ -173,34 +188,19 @@ def requeue(session: Session, job_id: str, *, attempt: int) -> bool:
 def heartbeat(session: Session, job_id: str, *, attempt: int, progress: int) -> bool:
     """A running attempt's sign of life with its progress; False means it should stop: the job
     was cancelled, failed by its time limit, or requeued and claimed by another worker."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
-        .values(progress=max(0, min(99, progress)), heartbeat_at=now())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
+    progress = max(0, min(99, progress))  # 100 only when completed
+    return _update(session, _owned_by(job_id, attempt), progress=progress, heartbeat_at=now())
 
 
 def record_partials(session: Session, job_id: str, *, attempt: int, partial_keys: list[str]) -> bool:
     """The previews this running attempt has stored so far (the whole list: one writer per
     attempt); False if the attempt no longer owns the job."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
-        .values(partial_keys=list(partial_keys))
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
+    return _update(session, _owned_by(job_id, attempt), partial_keys=list(partial_keys))
 
 
 def is_running(session: Session, job_id: str, *, attempt: int) -> bool:
     """Whether this attempt still owns the job: a read, cheap enough to ask every fraction of a step."""
-    found = session.scalar(
-        select(Job.id).where(Job.id == job_id, Job.status == IN_PROGRESS, Job.attempts == attempt)
-    )
+    found = session.scalar(select(Job.id).where(*_owned_by(job_id, attempt)))
     session.rollback()  # end the read transaction, so the next look sees new commits
     return found is not None
 
@@ -259,13 +259,19 @@ def cancel(session: Session, job_id: str) -> bool:
 
 def mark_deleted(session: Session, job_id: str) -> None:
     """Hide the job from the API; its row stays as the record of what happened."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.deleted_at.is_(None))
-        .values(deleted_at=now(), input_keys=[], output_keys=[])
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+    not_deleted = (Job.id == job_id, Job.deleted_at.is_(None))
+    _update(session, not_deleted, deleted_at=now(), input_keys=[], output_keys=[])
+
+
+def mark_expired(session: Session, job_id: str) -> bool:
+    """Its results are past their retention and about to be deleted: from now on `/content` says
+    "expired". False if another sweeper marked it first."""
+    return _update(session, (Job.id == job_id, Job.expired_at.is_(None)), expired_at=now())
+
+
+def unmark_expired(session: Session, job_id: str) -> None:
+    """Its blobs could not be deleted (the store is away): the next retention pass tries again."""
+    _update(session, (Job.id == job_id, Job.expired_at.is_not(None)), expired_at=None)
 
 
 def get_visible(session: Session, job_id: str, *, owner: str, kinds: Iterable[JobKind]) -> Job | None:

@@ -134,7 +134,8 @@ class EventStatus(StrEnum):
 
 class WebhookEvent(Base):
     """A job's terminal event, written in the same transaction as the status change that caused
-    it, then delivered (signed, retried) by the webhook worker. Its id is the `webhook-id`."""
+    it, then delivered (signed, retried) by the webhook worker. Its id is the `webhook-id`. Its
+    state machine lives in `storage.webhook_events`."""
 
     __tablename__ = "webhook_events"
 

@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import time
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -23,6 +22,7 @@ from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
 from worker.celery_app import GENERATE_TASK, make_celery
 from worker.execute import WorkerContext, execute
+from worker.loading import load_runners
 from worker.presence import Presence
 from worker.rank_group import GroupRunner, RankGroup
 
@@ -36,55 +36,6 @@ _group: RankGroup | None = None  # the follower ranks, when this worker is shard
 EXIT_CANNOT_START = 78
 # Shared memory made before the pool forks: the child sets it, the parent reads it on the way out.
 _child_refused = multiprocessing.Value("b", 0, lock=False)
-
-
-def load_runners(settings: Settings, rank: int = 0) -> dict:
-    """Every served model, resident on this process's device. In a sharded group (every rank
-    calls this; worker/rank_group.py) each transformer is sharded over the group, and the models
-    load in the settings' order on every rank: sharding creates process groups, in step."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from pipelines.acceleration.memory import MemoryOptions, Offload
-    from pipelines.loader import Acceleration, load_runner
-    from pipelines.spec.registry import get_model
-
-    diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
-    # Both libraries log through a stderr handler of their own, in their own format: route their
-    # lines through the process's root handler instead (JSON lines, ids bound).
-    for library in (diffusers_logging, transformers_logging):
-        library.disable_default_handler()
-        library.enable_propagation()
-
-    acceleration = Acceleration(
-        attention_backend=settings.attention_backend,
-        compile=settings.compile_transformer,
-        warm_up=settings.warm_up,
-        cache=dict(settings.model_cache),
-    )
-    memory = MemoryOptions(
-        offload=Offload(settings.offload),
-        vae_tiling=settings.vae_tiling,
-        vae_slicing=settings.vae_slicing,
-        headroom_gib=settings.vram_headroom_gib,
-    )
-    plan = settings.parallel_plan
-    device = plan.devices[rank] if plan.sharded else settings.device
-    runners = {}
-    for name in settings.models:
-        started = time.perf_counter()
-        runners[name] = load_runner(
-            get_model(name),
-            settings.resolved_models_dir,
-            device,
-            acceleration,
-            parallel=plan if plan.sharded else None,
-            memory=memory,
-            lora_dir=settings.resolved_lora_dir,
-            lora_cache_size=settings.lora_cache_size,
-        )
-        log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
-    return runners
 
 
 def build_context(settings: Settings, worker_id: str, group: RankGroup | None = None) -> WorkerContext:

@@ -39,6 +39,7 @@ from typing import Any
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
+from worker.loading import load_runners
 
 log = logging.getLogger("darkroom.worker")
 
@@ -272,7 +273,6 @@ def follower_main(rank: int, init_method: str) -> int:
     from darkroom.logs import configure_logging
     from darkroom.settings import get_settings
     from pipelines.acceleration.distributed import SyncedSteps, join_group
-    from worker.main import load_runners
 
     settings = get_settings()
     configure_logging(os.environ.get("DARKROOM_LOG_LEVEL", "INFO"), settings.log_format)

@@ -6,57 +6,32 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage import jobs
+from storage import jobs, overdue
 from storage.blobs import BlobStore
-from storage.models import Job, JobStatus
 
 log = logging.getLogger("darkroom.retention")
 
 
 def expire_results(session: Session, blobs: BlobStore, *, batch: int) -> int:
     """Delete the blobs of up to `batch` jobs past their retention; how many were expired."""
-    due = session.scalars(
-        select(Job.id)
-        .where(Job.expired_at.is_(None), Job.expires_at < jobs.now(), Job.status == JobStatus.COMPLETED)
-        .order_by(Job.expires_at)
-        .limit(batch)
-    ).all()
+    due = overdue.past_retention(session, limit=batch)
     session.rollback()  # no transaction stays open while the blob store is called
     expired = 0
     for job_id in due:
         # Marked first, so `/content` says "expired" from the moment the blobs start to go.
-        if not _mark_expired(session, job_id):
+        if not jobs.mark_expired(session, job_id):
             continue  # another sweeper got there first
         # Inputs too: they outlive their job only when `keep_inputs` is set, and then until here;
         # and a streamed image's previews (worker/previews.py).
         if not delete_blobs(blobs, f"outputs/{job_id}", f"inputs/{job_id}", f"partials/{job_id}"):
-            _unmark_expired(session, job_id)  # the store is away: the next tick tries again
+            jobs.unmark_expired(session, job_id)  # the store is away: the next tick tries again
             break
         expired += 1
     if expired:
         log.info("expired the results of %d jobs", expired)
     return expired
-
-
-def _mark_expired(session: Session, job_id: str) -> bool:
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.expired_at.is_(None))
-        .values(expired_at=jobs.now())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def _unmark_expired(session: Session, job_id: str) -> None:
-    session.execute(
-        update(Job).where(Job.id == job_id).values(expired_at=None).execution_options(synchronize_session=False)
-    )
-    session.commit()
 
 
 def delete_blobs(blobs: BlobStore, *prefixes: str) -> bool:

@@ -13,8 +13,9 @@ again wherever the truth says a ring went missing:
 - a completed job past its retention has its blobs deleted (`worker/retention.py`), and rows of
   workers silent for `worker_forget_after_s` are dropped.
 
-Every change is a compare-and-set, and a duplicate message is skipped by the worker's claim, so
-running two sweepers is safe; one is enough.
+What to repair is looked up by the named queries of storage/overdue.py and
+storage/webhook_events.py; every change is a compare-and-set there or in storage/jobs.py, and a
+duplicate message is skipped by the worker's claim, so running two sweepers is safe; one is enough.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ from datetime import timedelta
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.settings import Settings
-from storage import jobs, workers
+from storage import jobs, overdue, webhook_events, workers
 from storage.blobs import BlobStore
-from storage.models import EventStatus, Job, JobStatus, WebhookEvent
 from worker.celery_app import publish_generate, publish_webhook, queue_for, queue_length
 from worker.presence import Presence
 from worker.retention import delete_blobs, expire_results
@@ -42,7 +41,6 @@ from worker.retention import delete_blobs, expire_results
 log = logging.getLogger("darkroom.sweeper")
 
 BATCH = 500  # rows looked at per kind of repair per tick
-WEBHOOK_LEASE = timedelta(minutes=5)  # a dispatched event not attempted by then is handed out again
 
 
 @dataclass
@@ -101,32 +99,18 @@ class Sweeper:
 
     def _publish(self, session: Session, job_id: str, model: str) -> None:
         publish_generate(self.celery, job_id, model)
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(published_at=jobs.now())
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
+        jobs.mark_published(session, job_id)
 
     def _publish_unpublished(self, session: Session) -> int:
-        rows = session.execute(
-            select(Job.id, Job.model)
-            .where(Job.status == JobStatus.QUEUED, Job.published_at.is_(None))
-            .order_by(Job.created_at)
-            .limit(BATCH)
-        ).all()
+        rows = overdue.unpublished_jobs(session, limit=BATCH)
         for job_id, model in rows:
             self._publish(session, job_id, model)
         return len(rows)
 
     def _recover_lost_runs(self, session: Session) -> tuple[int, int]:
-        silent_since = jobs.now() - timedelta(seconds=self.settings.worker_lost_after_s)
-        rows = session.execute(
-            select(Job.id, Job.model, Job.attempts, Job.worker)
-            .where(Job.status == JobStatus.IN_PROGRESS, Job.heartbeat_at < silent_since)
-            .limit(BATCH)
-        ).all()
+        rows = overdue.silent_runs(
+            session, silent_for=timedelta(seconds=self.settings.worker_lost_after_s), limit=BATCH
+        )
         requeued = failed = 0
         for job_id, model, attempts, worker in rows:
             if attempts >= self.settings.max_attempts:
@@ -151,13 +135,9 @@ class Sweeper:
         return requeued, failed
 
     def _republish_lost_messages(self, session: Session) -> int:
-        published_before = jobs.now() - timedelta(seconds=self.settings.republish_after_s)
-        rows = session.execute(
-            select(Job.id, Job.model)
-            .where(Job.status == JobStatus.QUEUED, Job.published_at < published_before)
-            .order_by(Job.created_at)
-            .limit(BATCH)
-        ).all()
+        rows = overdue.published_long_ago(
+            session, waiting_for=timedelta(seconds=self.settings.republish_after_s), limit=BATCH
+        )
         # A message still in its queue is only waiting its turn; an empty queue means it is gone.
         empty = {model for model in {model for _, model in rows} if queue_length(self.celery, queue_for(model)) == 0}
         republished = 0
@@ -169,41 +149,17 @@ class Sweeper:
         return republished
 
     def _dispatch_due_webhooks(self, session: Session) -> int:
-        now = jobs.now()
-        lease_ended = or_(WebhookEvent.dispatched_at.is_(None), WebhookEvent.dispatched_at < now - WEBHOOK_LEASE)
-        due = session.scalars(
-            select(WebhookEvent.id)
-            .where(WebhookEvent.status == EventStatus.PENDING, WebhookEvent.next_attempt_at <= now, lease_ended)
-            .order_by(WebhookEvent.next_attempt_at)
-            .limit(BATCH)
-        ).all()
         dispatched = 0
-        for event_id in due:
-            leased = session.execute(
-                update(WebhookEvent)
-                .where(WebhookEvent.id == event_id, WebhookEvent.status == EventStatus.PENDING, lease_ended)
-                .values(dispatched_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
-            if leased.rowcount != 1:
+        for event_id in webhook_events.due_for_dispatch(session, limit=BATCH):
+            if not webhook_events.lease_for_dispatch(session, event_id):
                 continue  # another sweeper took it
             try:
                 publish_webhook(self.celery, event_id)
             except BrokerError:
-                self._release(session, event_id)
+                webhook_events.release_dispatch(session, event_id)
                 raise
             dispatched += 1
         return dispatched
-
-    def _release(self, session: Session, event_id: str) -> None:
-        session.execute(
-            update(WebhookEvent)
-            .where(WebhookEvent.id == event_id)
-            .values(dispatched_at=None)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
 
 
 def make_sweeper(settings: Settings) -> Sweeper:

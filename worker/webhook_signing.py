@@ -1,7 +1,7 @@
-"""What a webhook delivery carries: which endpoint and secret a key's events use, the event body,
-and its Standard Webhooks signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`), the
-scheme the official openai SDK's `client.webhooks.unwrap` verifies. Pure functions; the API
-imports the first two to validate a submission."""
+"""What a webhook delivery carries: the event body and its Standard Webhooks signature
+(`webhook-id`, `webhook-timestamp`, `webhook-signature`), the scheme the official openai SDK's
+`client.webhooks.unwrap` verifies. Pure functions. Which endpoint and secret a key's events use
+is a settings look-up: `Settings.default_webhook_url_for` and `Settings.signing_secret_for`."""
 
 from __future__ import annotations
 
@@ -11,35 +11,7 @@ import hmac
 import json
 from datetime import datetime
 
-from darkroom.settings import KeyWebhook, Settings, owner_of_key
-
 USER_AGENT = "Darkroom-Webhooks/0.1"
-
-
-# --- Which endpoint and secret a key's events use -------------------------------------------
-
-
-def _key_webhook(settings: Settings, owner: str) -> KeyWebhook | None:
-    # Settings name keys; jobs record only the key's fingerprint.
-    for api_key, key_webhook in settings.webhook_keys.items():
-        if owner_of_key(api_key) == owner:
-            return key_webhook
-    return None
-
-
-def signing_secret_for(settings: Settings, owner: str) -> str | None:
-    """The `whsec_` secret that signs this owner's deliveries: its key's own, else the default."""
-    key_webhook = _key_webhook(settings, owner)
-    return (key_webhook.secret if key_webhook else None) or settings.webhook_secret
-
-
-def default_webhook_url_for(settings: Settings, owner: str) -> str | None:
-    """Where this owner's events go when a request names no webhook_url."""
-    key_webhook = _key_webhook(settings, owner)
-    return key_webhook.url if key_webhook else None
-
-
-# --- What is sent ---------------------------------------------------------------------------
 
 
 def event_body(event_id: str, event_type: str, created_at: datetime, job_id: str) -> bytes:

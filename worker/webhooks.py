@@ -3,8 +3,9 @@ scheme the official openai SDK's `client.webhooks.unwrap` verifies.
 
 The database drives retries, not the broker: a message means "make one attempt at this event
 now". The sweeper hands out due events; `deliver` claims the event, POSTs once, and records the
-outcome, and when another attempt is needed it sets `next_attempt_at` (exponential backoff with
-jitter) and clears `dispatched_at` so the sweeper hands it out again when due.
+outcome, and when another attempt is needed it schedules it (exponential backoff with jitter) so
+the sweeper hands it out again when due. The event's states and their compare-and-set changes are
+in storage/webhook_events.py.
 
 - 2xx: delivered. 410 Gone: the receiver asked to hear no more, so no retry.
 - Anything else (3xx, which is never followed; 4xx; 5xx; a timeout; a refused connection; a URL
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
@@ -41,9 +41,10 @@ from darkroom.outbound import (
     send_pinned,
 )
 from darkroom.settings import Settings
+from storage import webhook_events
 from storage.jobs import now
-from storage.models import EventStatus, Job, WebhookDelivery, WebhookEvent
-from worker.webhook_signing import event_body, signed_headers, signing_secret_for
+from storage.models import EventStatus
+from worker.webhook_signing import event_body, signed_headers
 
 log = logging.getLogger("darkroom.webhooks")
 
@@ -108,7 +109,7 @@ def deliver(
     if claimed is None:
         return
     with log_context(job_id=claimed.job_id, event_id=claimed.id):
-        secret = signing_secret_for(settings, claimed.owner)
+        secret = settings.signing_secret_for(claimed.owner)
         attempt = (
             _attempt(settings, claimed, secret, tls_context) if secret else _refused_unsigned(now())
         )
@@ -123,31 +124,12 @@ def _in_flight_lease(settings: Settings) -> timedelta:
 
 
 def _claim(session: Session, event_id: str, *, in_flight_for: timedelta) -> _Claimed | None:
-    row = session.execute(
-        select(WebhookEvent, Job.owner)
-        .join(Job, Job.id == WebhookEvent.job_id)
-        .where(WebhookEvent.id == event_id)
-    ).first()
-    if row is None:
+    found = webhook_events.find_with_owner(session, event_id)
+    if found is None:
         log.warning("webhook event %s does not exist; message dropped", event_id)
         return None
-    event, owner = row
-    started = now()
-    due = or_(WebhookEvent.next_attempt_at.is_(None), WebhookEvent.next_attempt_at <= started)
-    # Compare-and-set on the attempt count and due time: of two copies of one message, one wins.
-    claimed = session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.id == event_id,
-            WebhookEvent.status == EventStatus.PENDING,
-            WebhookEvent.attempts == event.attempts,
-            due,
-        )
-        .values(next_attempt_at=started + in_flight_for)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    if claimed != 1:
+    event, owner = found
+    if not webhook_events.claim(session, event, in_flight_for=in_flight_for):
         log.info(
             "webhook %s not attempted: %s, next attempt at %s",
             event_id,
@@ -220,62 +202,47 @@ def _describe(error: httpx.HTTPError, timeout_s: float) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
-def _next_state(settings: Settings, claimed: _Claimed, attempt: _Attempt) -> dict:
-    """The event's columns after this attempt."""
-    finished = now()
+def _next_state(
+    settings: Settings, claimed: _Claimed, attempt: _Attempt
+) -> tuple[EventStatus, datetime | None]:
+    """The event's status after this attempt, and when pending, the time of its next attempt."""
     code = attempt.status_code
     if code is not None and 200 <= code < 300:
-        return {"status": EventStatus.DELIVERED, "next_attempt_at": None, "finished_at": finished}
+        return EventStatus.DELIVERED, None
     if code == 410:
-        return {"status": EventStatus.GONE, "next_attempt_at": None, "finished_at": finished}
+        return EventStatus.GONE, None
     delay = retry_delay_s(
         claimed.attempt,
         base_s=settings.webhook_backoff_base_s,
         max_s=settings.webhook_backoff_max_s,
     )
     window_ends = claimed.created_at + timedelta(seconds=settings.webhook_retry_window_s)
-    next_attempt_at = finished + timedelta(seconds=delay)
-    if not attempt.retryable or next_attempt_at > window_ends:
-        return {"status": EventStatus.FAILED, "next_attempt_at": None, "finished_at": finished}
-    return {
-        "status": EventStatus.PENDING,
-        "next_attempt_at": next_attempt_at,
-        "dispatched_at": None,
-    }
+    retry_at = now() + timedelta(seconds=delay)
+    if not attempt.retryable or retry_at > window_ends:
+        return EventStatus.FAILED, None
+    return EventStatus.PENDING, retry_at
 
 
 def _record(session: Session, settings: Settings, claimed: _Claimed, attempt: _Attempt) -> None:
-    state = _next_state(settings, claimed, attempt)
-    # Only the claim that made this attempt may record it; anything else changed the row first.
-    recorded = session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.id == claimed.id,
-            WebhookEvent.status == EventStatus.PENDING,
-            WebhookEvent.attempts == claimed.attempt - 1,
-        )
-        .values(attempts=claimed.attempt, **state)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if recorded == 1:
-        session.add(
-            WebhookDelivery(
-                event_id=claimed.id,
-                attempt=claimed.attempt,
-                started_at=attempt.started_at,
-                status_code=attempt.status_code,
-                latency_ms=attempt.latency_ms,
-                error=attempt.error,
-            )
-        )
-    session.commit()
+    status, retry_at = _next_state(settings, claimed, attempt)
+    recorded = webhook_events.record_attempt(
+        session,
+        claimed.id,
+        attempt=claimed.attempt,
+        status=status,
+        retry_at=retry_at,
+        started_at=attempt.started_at,
+        status_code=attempt.status_code,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+    )
     outcome = f"{attempt.status_code or ''} {attempt.error or ''}".strip()
-    if recorded != 1:
+    if not recorded:
         after = "not recorded: the event changed meanwhile"
-    elif state["status"] == EventStatus.PENDING:
-        after = f"retry at {state['next_attempt_at']:%H:%M:%S.%f}"
+    elif retry_at is not None:
+        after = f"retry at {retry_at:%H:%M:%S.%f}"
     else:
-        after = str(state["status"])
+        after = str(status)
     log.info(
         "webhook %s (%s) attempt %d: %s -> %s",
         claimed.id,

@@ -7,14 +7,13 @@ from __future__ import annotations
 from api.errors import bad_request
 from darkroom.outbound import UnsafeURL, check_url
 from darkroom.settings import Settings
-from worker.webhook_signing import default_webhook_url_for, signing_secret_for
 
 
 def webhook_url_for(settings: Settings, owner: str, requested: str | None) -> str | None:
-    url = requested or default_webhook_url_for(settings, owner)
+    url = requested or settings.default_webhook_url_for(owner)
     if url is None:
         return None
-    if signing_secret_for(settings, owner) is None:
+    if settings.signing_secret_for(owner) is None:
         raise bad_request(
             "Webhooks are not configured on this deployment: there is no signing secret for this key "
             "(DARKROOM_WEBHOOK_SECRET or DARKROOM_WEBHOOK_KEYS).",

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipelines.spec.cache_policy import CachePolicy
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -43,8 +45,8 @@ class GenerationRequest:
     # the size of images[0]; spec/masks.py converts it. None: an unmasked edit.
     mask: Image.Image | None = None
     strength: float | None = None  # masked edits only; None: the model's default
-    # The request's own cache policy in its dict form (spec/cache_policy.py); None: the runner's.
-    cache: dict | None = None
+    # The request's own cache policy; None: the runner's default for the model.
+    cache: CachePolicy | None = None
     # Previews of the first image to take while it denoises (streamed image requests); 0: none.
     partial_images: int = 0
     # LoRA adapters active for this request only, in order; empty: the base weights.

@@ -10,13 +10,12 @@ import pytest
 
 from bench.cache import AttentionCounter
 from pipelines.loader import Acceleration, load_runner
-from pipelines.runners.image import TextToImageRunner
-from pipelines.spec.cache_policy import TaylorSeer
+from pipelines.spec.cache_policy import FirstBlockCache, TaylorSeer
 from pipelines.spec.registry import get_model
 from pipelines.spec.types import ImageOutput
 
-TAYLORSEER = {"type": "taylorseer", "interval": 3, "warmup_steps": 2, "order": 1}
-FIRST_BLOCK = {"type": "first_block_cache", "threshold": 0.6}
+TAYLORSEER = TaylorSeer(interval=3, warmup_steps=2, order=1)
+FIRST_BLOCK = FirstBlockCache(threshold=0.6)
 
 
 def pixels(output) -> np.ndarray:
@@ -105,10 +104,3 @@ def test_a_cache_and_a_compiled_transformer_are_refused_at_start(models_dir):
             models_dir,
             acceleration=Acceleration(compile=True),
         )
-
-
-def test_a_compiled_runner_refuses_a_requests_cache(t2i_runner, make_request):
-    compiled = TextToImageRunner(t2i_runner.spec, t2i_runner.pipeline, compiled=True)
-    with pytest.raises(ValueError, match="compiled"):
-        compiled.run(make_request("tiny-qwen-image", num_inference_steps=2, cache=TAYLORSEER))
-    assert not t2i_runner.pipeline.transformer.is_cache_enabled

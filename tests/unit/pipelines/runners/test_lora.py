@@ -14,7 +14,6 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pipelines.loader import load_runner, resolve_model_path
-from pipelines.runners.image import TextToImageRunner
 from pipelines.runners.lora import LoraAdapters, resolve_adapter_file
 from pipelines.spec.lora_names import LoraError
 from pipelines.spec.registry import get_model
@@ -228,14 +227,6 @@ def test_a_cancelled_job_leaves_the_base_weights(runners, make_request):
             dataclasses.replace(request, lora=lora(("tiny-qwen-image/a", 1.0))), on_step=cancel
         )
     assert np.array_equal(output(runner, request), base)
-
-
-def test_a_compiled_runner_refuses_lora(runners, make_request):
-    runner = runners["tiny-qwen-image"]
-    compiled = TextToImageRunner(runner.spec, runner.pipeline, compiled=True, loras=runner.loras)
-    with pytest.raises(LoraError) as error:
-        compiled.run(make_request("tiny-qwen-image", lora=lora(("tiny-qwen-image/a", 1.0))))
-    assert error.value.code == "lora_unsupported"
 
 
 def test_adapter_load_and_activation_cost(runners, make_request, capsys):

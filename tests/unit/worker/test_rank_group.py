@@ -83,15 +83,6 @@ def test_a_follower_lost_while_idle_ends_rank_zeros_process(group):
     assert group.broken and "SIGKILL" in group.lost
 
 
-def test_a_first_block_cache_request_is_refused_on_a_sharded_group(group):
-    request = GenerationRequest(**{**REQUEST.__dict__, "cache": {"type": "first_block_cache"}})
-    with pytest.raises(JobFailure) as failure:
-        group.run("m", CollectiveRun(group), request, None)
-    assert failure.value.code == "cache_unsupported_sharded" and "deadlock" in failure.value.message
-    time.sleep(0.3)
-    assert group.followers[0].poll() is None and not group.broken  # refused before any hand-off
-
-
 def test_a_missing_lora_fails_on_rank_zero_before_the_hand_off(group, tmp_path):
     """Rank 0 loads the adapters first (Runner.prepare_lora): a bad one never reaches a follower."""
     from pipelines.runners.base import Runner

@@ -227,3 +227,42 @@ def test_a_streamed_jobs_previews_are_recorded_before_it_ends_and_removed_if_it_
     else:
         assert job.status == JobStatus.COMPLETED
         assert [Image.open(io.BytesIO(blobs.get(key))).format for key in job.partial_keys] == ["WEBP", "WEBP"]
+
+
+@pytest.mark.parametrize(
+    "settings,model,params,code,says",
+    [
+        # A job accepted by an API that does not compile, run by a worker that does: cache hooks and
+        # adapters would recompile the transformer on every job.
+        ({"compile_transformer": True}, "tiny-qwen-image", {"cache": {"type": "taylorseer"}}, "cache_unsupported", "compile"),
+        ({"compile_transformer": True}, "tiny-qwen-image", {"lora": [{"path_or_id": "a", "scale": 1.0}]},
+         "lora_unsupported", "LoRA"),
+        # The API does not know the worker shards: a first-block cache would deadlock its ranks.
+        ({"devices": "cpu,cpu", "ulysses_degree": 2}, "tiny-wan", {"cache": {"type": "first_block_cache"}},
+         "cache_unsupported_sharded", "deadlock"),
+    ],
+)  # fmt: skip
+def test_a_job_this_worker_cannot_run_fails_with_the_reason_before_its_pipeline(
+    tmp_path, sessions, settings, model, params, code, says
+):
+    runner = RecordingRunner()
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path, job_watch_interval_s=0.01, **settings),
+        sessions=sessions,
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        runners={model: runner},
+        worker_id="test:1",
+    )
+    with sessions() as session:
+        job_id = jobs.new_job_id(JobKind.IMAGE_GENERATION)
+        base = {"prompt": "a fox", "width": 16, "height": 16, "seed": 1, "num_inference_steps": 2}
+        jobs.create(session, job_id=job_id, kind=JobKind.IMAGE_GENERATION, model=model, owner="o", params=base | params)
+        session.commit()
+
+    execute(ctx, job_id)
+
+    with sessions() as session:
+        job = session.get(Job, job_id)
+    assert (job.status, job.error_code) == (JobStatus.FAILED, code)
+    assert says in job.error_message
+    assert runner.requests == []  # the pipeline never ran

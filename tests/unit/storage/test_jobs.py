@@ -1,5 +1,6 @@
-"""The job state machine: every allowed transition takes effect, every other one is refused,
-on SQLite and on the machine's real Postgres (schema built by the migrations)."""
+"""The job state machine: every allowed transition takes effect, every other one is refused; and
+the writes that leave the status alone take effect only in the state they are meant for. On SQLite
+and on the machine's real Postgres (schema built by the migrations)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from storage import jobs
-from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _job_in(session, status: JobStatus, webhook_url: str | None = None) -> str:
@@ -154,3 +142,30 @@ def test_visibility_is_owner_and_kind_scoped(sessions):
         assert jobs.get_visible(session, job_id, owner="o", kinds=[JobKind.IMAGE_EDIT]) is None
         jobs.mark_deleted(session, job_id)
         assert jobs.get_visible(session, job_id, owner="o", kinds=[JobKind.VIDEO]) is None
+
+
+def _fresh(session, job_id: str) -> Job:
+    session.expire_all()
+    return session.get(Job, job_id)
+
+
+def test_publishing_is_recorded_only_while_the_job_is_queued(sessions):
+    with sessions() as session:
+        queued = _job_in(session, JobStatus.QUEUED)
+        jobs.mark_unpublished(session, queued)
+        assert _fresh(session, queued).published_at is None
+        assert jobs.mark_published(session, queued)
+        assert _fresh(session, queued).published_at is not None
+        running = _job_in(session, JobStatus.IN_PROGRESS)
+        assert not jobs.mark_published(session, running)
+
+
+def test_a_job_is_marked_expired_once_and_unmarked_when_its_blobs_stay(sessions):
+    with sessions() as session:
+        job_id = _job_in(session, JobStatus.COMPLETED)
+        assert jobs.mark_expired(session, job_id)
+        assert not jobs.mark_expired(session, job_id)  # another sweeper got there first
+        jobs.unmark_expired(session, job_id)
+        assert _fresh(session, job_id).expired_at is None
+        assert jobs.mark_expired(session, job_id)
+        assert _fresh(session, job_id).expired_at is not None
