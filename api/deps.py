@@ -12,7 +12,8 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import APIError, not_found
-from darkroom.settings import Settings, owner_of_key
+from darkroom.keys import owner_of_key
+from darkroom.settings import Settings
 from storage import jobs
 from storage.blobs import BlobStore
 from storage.models import Job, JobKind

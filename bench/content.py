@@ -25,7 +25,8 @@ import httpx
 import psycopg
 
 from bench.processes import free_port, make_bucket, spawn, start_s3_server, stop, wait_for_port
-from darkroom.settings import Settings, owner_of_key
+from darkroom.keys import owner_of_key
+from darkroom.settings import Settings
 from storage import jobs
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema

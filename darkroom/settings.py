@@ -7,71 +7,19 @@ variables switches to Postgres, Redis and S3 with no code change.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from darkroom.keys import KeyWebhook, owner_of_key, webhook_secret
 from darkroom.outbound import parse_allowed_entry
 from pipelines.spec.cache_policy import CachePolicy
 from pipelines.spec.checks import Deployment, ParamRefused, check_cache
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import REGISTRY, TINY_MODELS
-
-# Standard Webhooks: a secret is "whsec_" + base64 of 24 to 64 random bytes.
-_MIN_SECRET_BYTES = 24
-_MAKE_A_SECRET = (
-    "make one with: python -c \"import base64, secrets; "
-    "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
-)
-
-
-def _webhook_secret(value: str | None) -> str | None:
-    """A `whsec_` secret as receivers' SDKs decode it; an empty value means none is set."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if not value.startswith("whsec_"):
-        raise ValueError(f"a webhook secret must be 'whsec_' followed by base64; {_MAKE_A_SECRET}")
-    try:
-        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-    except binascii.Error:
-        raise ValueError(f"the part of a webhook secret after 'whsec_' is not base64; {_MAKE_A_SECRET}") from None
-    if len(key) < _MIN_SECRET_BYTES:
-        raise ValueError(
-            f"a webhook secret must encode at least {_MIN_SECRET_BYTES} random bytes (this one has "
-            f"{len(key)}); {_MAKE_A_SECRET}"
-        )
-    return value
-
-
-def owner_of_key(api_key: str) -> str:
-    """A job records a fingerprint of the key that made it, never the key itself."""
-    return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:24]
-
-
-class KeyWebhook(BaseModel):
-    """An API key's default webhook endpoint and the secret its deliveries are signed with."""
-
-    url: str | None = None
-    secret: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _blank_url_is_none(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        return value.strip()
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_format(cls, value: str | None) -> str | None:
-        return _webhook_secret(value)
 
 
 class Settings(BaseSettings):
@@ -215,7 +163,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _webhook_secret_format(cls, value: str | None) -> str | None:
-        return _webhook_secret(value)
+        return webhook_secret(value)
 
     @field_validator("webhook_allowed_hosts", "image_url_allowed_hosts")
     @classmethod

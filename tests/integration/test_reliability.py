@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import create_engine, select, update
 
 from bench.processes import make_bucket, wait_until
-from darkroom.settings import owner_of_key
+from darkroom.keys import owner_of_key
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack

@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 from sqlalchemy import select, update
 
-from darkroom.settings import Settings, owner_of_key
+from darkroom.keys import owner_of_key
+from darkroom.settings import Settings
 from storage import jobs
 from storage.models import JobKind, WebhookDelivery, WebhookEvent
 

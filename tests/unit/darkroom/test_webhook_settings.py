@@ -8,7 +8,8 @@ import base64
 import pytest
 from pydantic import ValidationError
 
-from darkroom.settings import KeyWebhook, Settings, owner_of_key
+from darkroom.keys import KeyWebhook, owner_of_key
+from darkroom.settings import Settings
 from tests.unit.webhook_support import KEY, OWNER, SECRET, new_secret
 
 

@@ -13,7 +13,7 @@ import threading
 import openai
 import pytest
 
-from darkroom.settings import KeyWebhook
+from darkroom.keys import KeyWebhook
 from storage import jobs
 from storage.models import EventStatus
 from tests.unit.webhook_support import (
