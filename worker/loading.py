@@ -20,16 +20,17 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from pipelines.acceleration.memory import MemoryOptions, Offload
-    from pipelines.loader import Acceleration, load_runner
-    from pipelines.spec.registry import get_model
-
     diffusers_logging.disable_progress_bar()  # one bar per component per load, in a service log
     # Both libraries log through a stderr handler of their own, in their own format: route their
-    # lines through the process's root handler instead (JSON lines, ids bound).
+    # lines through the process's root handler instead (JSON lines, ids bound). Before the
+    # pipelines are imported: importing them already logs (transformers' backend fallbacks).
     for library in (diffusers_logging, transformers_logging):
         library.disable_default_handler()
         library.enable_propagation()
+
+    from pipelines.acceleration.memory import MemoryOptions, Offload
+    from pipelines.loader import Acceleration, load_runner
+    from pipelines.spec.registry import get_model
 
     acceleration = Acceleration(
         attention_backend=settings.attention_backend,
