@@ -31,8 +31,8 @@ from storage.blobs import BlobStore
 from storage.models import Job, JobKind
 from worker.monitor import DENOISE_SHARE, TIME_LIMIT_CODE, JobMonitor, JobStopped, StopReason
 from worker.presence import WorkerStats
-from worker.previews import PreviewPublisher, partials_prefix
-from worker.retention import delete_blobs
+from worker.previews import PreviewPublisher
+from worker.retention import attempt_prefixes, delete_blobs
 
 T = TypeVar("T")
 
@@ -95,6 +95,11 @@ def _execute(ctx: WorkerContext, job_id: str) -> None:
         ctx.stats.job_left()
         return
     ctx.stats.job_finished(job.model, timings=timings, run_s=time.monotonic() - started, error=error)
+    if job.attempts > 1:
+        # An earlier run presumed lost may have stored outputs before it died; the sweeper removes
+        # them when it requeues the job, and this makes sure (it may have died in between).
+        superseded = (attempt_prefixes(job_id, earlier) for earlier in range(1, job.attempts))
+        delete_blobs(ctx.blobs, *(prefix for prefixes in superseded for prefix in prefixes))
     if job.input_keys and not ctx.settings.keep_inputs and not _inputs_outlive_the_run(job, ended):
         delete_blobs(ctx.blobs, f"inputs/{job_id}")
 
@@ -115,12 +120,9 @@ class Ended(Enum):
 def _attempt(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, float]) -> tuple[Ended, str | None]:
     """Run one claimed attempt to its end and write that end: how it ended, and the error."""
     job_id, attempt = job.id, job.attempts
-    # Each attempt writes under its own prefix, so a run presumed lost can never overwrite or
-    # delete the outputs of the run that replaced it.
-    outputs_prefix = f"outputs/{job_id}/{attempt}"
     # A completed job's previews stay until its retention ends (a stream may still be reading
     # them); an attempt that did not complete removes its own with its outputs.
-    previews_prefix = f"{partials_prefix(job_id)}/{attempt}"
+    outputs_prefix, previews_prefix = attempt_prefixes(job_id, attempt)
     with JobMonitor(ctx.settings, ctx.sessions, job_id, attempt) as monitor:
         try:
             output_keys, output_meta = _run(ctx, job, monitor, outputs_prefix, timings)

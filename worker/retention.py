@@ -34,6 +34,13 @@ def expire_results(session: Session, blobs: BlobStore, *, batch: int) -> int:
     return expired
 
 
+def attempt_prefixes(job_id: str, attempt: int) -> tuple[str, str]:
+    """Where one attempt of a job stores its outputs and its previews. Each attempt writes under its
+    own prefixes, so a run presumed lost can never overwrite or delete the blobs of the run that
+    replaced it; the blobs of a run that did not finish are deleted under them."""
+    return f"outputs/{job_id}/{attempt}", f"partials/{job_id}/{attempt}"
+
+
 def delete_blobs(blobs: BlobStore, *prefixes: str) -> bool:
     """Delete everything under `prefixes`; False (and a warning) if the store failed."""
     try:

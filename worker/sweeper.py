@@ -36,7 +36,7 @@ from storage import jobs, overdue, webhook_events, workers
 from storage.blobs import BlobStore
 from worker.celery_app import publish_generate, publish_webhook, queue_for, queue_length
 from worker.presence import Presence
-from worker.retention import delete_blobs, expire_results
+from worker.retention import attempt_prefixes, delete_blobs, expire_results
 
 log = logging.getLogger("darkroom.sweeper")
 
@@ -114,24 +114,25 @@ class Sweeper:
         requeued = failed = 0
         for job_id, model, attempts, worker in rows:
             if attempts >= self.settings.max_attempts:
-                if jobs.fail(
-                    session,
-                    job_id,
-                    code="worker_lost",
-                    message=(
-                        f"The worker running this job stopped responding on each of its {attempts} "
-                        "attempts (it may run out of memory on this request); giving up."
-                    ),
-                    attempt=attempts,
-                ):
-                    log.error("job %s lost its worker %s on attempt %d; failed", job_id, worker, attempts)
-                    if not self.settings.keep_inputs:
-                        delete_blobs(self.blobs, f"inputs/{job_id}")
-                    failed += 1
-            elif jobs.requeue(session, job_id, attempt=attempts):
+                message = (
+                    f"The worker running this job stopped responding on each of its {attempts} "
+                    "attempts (it may run out of memory on this request); giving up."
+                )
+                if not jobs.fail(session, job_id, code="worker_lost", message=message, attempt=attempts):
+                    continue
+                log.error("job %s lost its worker %s on attempt %d; failed", job_id, worker, attempts)
+                if not self.settings.keep_inputs:
+                    delete_blobs(self.blobs, f"inputs/{job_id}")
+                failed += 1
+            else:
+                if not jobs.requeue(session, job_id, attempt=attempts):
+                    continue
                 log.warning("job %s lost its worker %s on attempt %d; requeued", job_id, worker, attempts)
                 self._publish(session, job_id, model)
                 requeued += 1
+            # What the lost run stored before it died (it may have uploaded, then died before
+            # completing) is no one's: no attempt can complete with it any more.
+            delete_blobs(self.blobs, *attempt_prefixes(job_id, attempts))
         return requeued, failed
 
     def _republish_lost_messages(self, session: Session) -> int:

@@ -266,3 +266,33 @@ def test_a_job_this_worker_cannot_run_fails_with_the_reason_before_its_pipeline(
     assert (job.status, job.error_code) == (JobStatus.FAILED, code)
     assert says in job.error_message
     assert runner.requests == []  # the pipeline never ran
+
+
+def test_the_attempt_that_completes_a_job_deletes_what_superseded_attempts_stored(tmp_path, sessions):
+    """Attempt 1 uploaded, then its worker died before completing: attempt 2 completes the job and
+    the job keeps one output set."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    ctx = WorkerContext(
+        settings=Settings(data_dir=tmp_path, job_watch_interval_s=0.01),
+        sessions=sessions,
+        blobs=blobs,
+        runners={"tiny-qwen-image": RecordingRunner()},
+        worker_id="test:2",
+    )
+    with sessions() as session:
+        job_id = jobs.new_job_id(JobKind.IMAGE_GENERATION)
+        params = {"prompt": "a fox", "width": 16, "height": 16, "seed": 1, "num_inference_steps": 2}
+        jobs.create(session, job_id=job_id, kind=JobKind.IMAGE_GENERATION, model="tiny-qwen-image", owner="o", params=params)
+        session.commit()
+        assert jobs.claim(session, job_id, "test:1").attempts == 1
+        assert jobs.requeue(session, job_id, attempt=1)  # what the sweeper does when test:1 goes silent
+    blobs.put(f"outputs/{job_id}/1/0.png", b"first", "image/png")
+    blobs.put(f"partials/{job_id}/1/0.png", b"first", "image/png")
+
+    execute(ctx, job_id)
+
+    with sessions() as session:
+        job = session.get(Job, job_id)
+    assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
+    assert [path.name for path in (blobs.root / "outputs" / job_id).iterdir()] == ["2"]
+    assert not (blobs.root / "partials" / job_id / "1").exists()

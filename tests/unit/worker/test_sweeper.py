@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from darkroom.settings import Settings
 from storage import jobs
-from storage.blobs import LocalBlobStore, make_blob_store
+from storage.blobs import BlobNotFound, LocalBlobStore, make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
 from worker.celery_app import make_celery, queue_for, queue_length
@@ -139,3 +139,27 @@ def test_results_stay_unexpired_while_the_blob_store_is_down(sweeper):
     assert sweeper.sweep().expired == 0
     with sweeper.sessions() as session:
         assert session.get(Job, job_id).expired_at is None  # tried again on a later tick
+
+
+def test_what_a_lost_run_stored_is_deleted_when_its_job_is_requeued_or_failed(sweeper):
+    """A run killed between its upload and its completion leaves outputs no attempt will claim."""
+    requeued = _job(sweeper, status=JobStatus.IN_PROGRESS, attempts=1, heartbeat_at=_ago(31))
+    failed = _job(sweeper, status=JobStatus.IN_PROGRESS, attempts=2, heartbeat_at=_ago(31))
+    for job_id, attempt in ((requeued, 1), (failed, 2)):
+        sweeper.blobs.put(f"outputs/{job_id}/{attempt}/0.png", b"png", "image/png")
+        sweeper.blobs.put(f"partials/{job_id}/{attempt}/0.png", b"png", "image/png")
+        sweeper.blobs.put(f"outputs/{job_id}/{attempt + 10}/0.png", b"png", "image/png")  # not a prefix match
+    sweep = sweeper.sweep()
+    assert (sweep.requeued, sweep.failed) == (1, 1)
+    for job_id, attempt in ((requeued, 1), (failed, 2)):
+        assert not _stored(sweeper.blobs, f"outputs/{job_id}/{attempt}/0.png")
+        assert not _stored(sweeper.blobs, f"partials/{job_id}/{attempt}/0.png")
+        assert _stored(sweeper.blobs, f"outputs/{job_id}/{attempt + 10}/0.png")
+
+
+def _stored(blobs, key: str) -> bool:
+    try:
+        blobs.head(key)
+    except BlobNotFound:
+        return False
+    return True
