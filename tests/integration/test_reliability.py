@@ -22,9 +22,9 @@ from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
 
-# 200 steps over 33 frames: seconds of denoising even on a fast, idle machine (the time limit test
-# needs it to outlast 1 s by a margin).
-SLOW_VIDEO = {"model": "tiny-wan", "size": "32x32", "seconds": "4", "extra_body": {"num_inference_steps": 200}}
+# 200 steps over 65 frames of 96x96: many seconds of denoising even on a fast, idle machine (the
+# time limit test needs it to outlast 1 s by a wide margin; 33 frames of 32x32 took 0.6 s here).
+SLOW_VIDEO = {"model": "tiny-wan", "size": "96x96", "seconds": "8", "extra_body": {"num_inference_steps": 200}}
 
 
 @pytest.fixture
