@@ -21,7 +21,7 @@ from api.image_stream import stream_image_job
 from api.masks import read_mask
 from api.schemas import ErrorObject, ImageData, ImageEditRequest, ImageGenerateRequest, ImageJob, ImagesResponse
 from api.submission.model_choice import parse_size, resolve_model
-from api.submission.params import image_params
+from api.submission.params import check_inputs, image_params
 from api.submission.submit import submit
 from pipelines.spec.lora_names import LORA_ERROR_CODES
 from pipelines.spec.params import JobParams
@@ -80,6 +80,7 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
         )
         for image in images
     ]
+    check_inputs(spec, uploads)
     # Without a size, the output follows the first image's aspect ratio (SizeRule.fit).
     size = (
         parse_size(spec, body.size, rounded=True)

@@ -17,7 +17,7 @@ from api.input_reference import HOW_TO_SEND, read_reference, reference_source
 from api.remix import remixable_model, source_inputs
 from api.schemas import Video, VideoCreateRequest, VideoDeleted, VideoList, VideoRemixRequest
 from api.submission.model_choice import parse_size, resolve_model
-from api.submission.params import remix_params, video_length, video_params
+from api.submission.params import check_inputs, remix_params, video_length, video_params
 from api.submission.submit import submit
 from pipelines.spec.registry import Family
 from storage import jobs
@@ -56,6 +56,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
     # The size is checked before the image is fetched: a bad request costs no download.
     size = parse_size(spec, body.size) if body.size not in (None, "auto") else None
     uploads = [await read_reference(reference, settings)] if reference is not None else []
+    check_inputs(spec, uploads)
     if size is None:
         # An image-to-video model runs at its trained area, in the input image's aspect ratio.
         image = uploads[0] if uploads else None

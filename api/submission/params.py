@@ -7,11 +7,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from api.bodies import Upload
 from api.errors import APIError, bad_request
 from api.image_stream import check_stream_params
 from api.schemas import GenerationExtensions, ImageRequestBase, VideoCreateRequest
 from darkroom.settings import Settings
-from pipelines.spec.checks import ParamRefused, check_params
+from pipelines.spec.checks import ParamRefused, check_input_image, check_params
 from pipelines.spec.params import JobParams
 from pipelines.spec.registry import ModelSpec
 from pipelines.spec.types import LoraWeight
@@ -73,8 +74,22 @@ def accepted(settings: Settings, spec: ModelSpec, params: JobParams) -> JobParam
     try:
         check_params(spec, params, settings.deployment)
     except ParamRefused as refused:
-        raise APIError(400, refused.message, param=refused.param, code=refused.code) from None
+        raise _bad_request(refused) from None
     return params
+
+
+def check_inputs(spec: ModelSpec, uploads: list[Upload]) -> None:
+    """Each input image a shape `spec` can use; else the 400 naming its field. Checked before the
+    output size is fitted to the first one."""
+    for upload in uploads:
+        try:
+            check_input_image(spec, upload.field, upload.width, upload.height)
+        except ParamRefused as refused:
+            raise _bad_request(refused) from None
+
+
+def _bad_request(refused: ParamRefused) -> APIError:
+    return APIError(400, refused.message, param=refused.param, code=refused.code)
 
 
 def _generation(spec: ModelSpec, body: GenerationExtensions, size: tuple[int, int]) -> dict[str, Any]:

@@ -58,10 +58,12 @@ def cover_and_center_crop(image: Image.Image, width: int, height: int) -> Image.
 
     Done here because the pipeline would stretch it to the video size: a portrait photo in a
     landscape video would come out squashed. Cropping keeps proportions and fills the frame.
+    Only the part that stays in the frame is resampled (`resize`'s box), straight to the video
+    size, so the memory it takes is the frame's whatever the input's shape: scaling the whole
+    image first made a 1x60000 input a 832x49,920,000 image on its way to 832x480.
     """
-    image = image.convert("RGB")
     scale = max(width / image.width, height / image.height)
-    covered = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    resized = image.resize(covered, Image.Resampling.LANCZOS)
-    left, top = (covered[0] - width) // 2, (covered[1] - height) // 2
-    return resized.crop((left, top, left + width, top + height))
+    kept_width, kept_height = width / scale, height / scale
+    left, top = (image.width - kept_width) / 2, (image.height - kept_height) / 2
+    box = (left, top, left + kept_width, top + kept_height)
+    return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS, box=box)

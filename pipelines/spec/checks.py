@@ -1,7 +1,8 @@
 """Every rule about a job's parameters, against its model and the deployment that runs it, each
 written once. Torch-free, so every process can call it:
 
-- the API, when it accepts a job (`check_params`): a refusal is a 400 naming the field;
+- the API, when it accepts a job (`check_params`, and `check_input_image` for each input image):
+  a refusal is a 400 naming the field;
 - the worker, before it runs one (`check_params` again, with its own deployment): a job accepted
   under other settings fails with the reason instead of running something else than was asked;
 - the worker at start-up and the settings when they load, for each model's default cache
@@ -71,6 +72,20 @@ def check_params(spec: ModelSpec, params: JobParams, deployment: Deployment) -> 
     check_lora(spec, params.lora, deployment)
     if params.strength is not None and params.mask_input is None:
         raise ParamRefused("strength", "strength applies to masked edits only: send a mask with it.")
+
+
+def check_input_image(spec: ModelSpec, field: str, width: int, height: int) -> None:
+    """Whether `spec` can use an input image of this shape (an edit's image, whose mask is its
+    size; a video's input_reference): no more elongated than `SizeRule.max_aspect_ratio`."""
+    limit = spec.size.max_aspect_ratio
+    if max(width, height) > limit * min(width, height):
+        raise ParamRefused(
+            field,
+            f"The image is {width}x{height} pixels, too elongated for the model '{spec.name}': it uses images "
+            f"whose long side is at most {limit:.4g} times the short side. Crop it closer to the output's shape.",
+            code="invalid_image_dimensions",
+            job_code="invalid_image_dimensions",
+        )
 
 
 def check_cache(spec: ModelSpec, policy: CachePolicy, deployment: Deployment) -> None:

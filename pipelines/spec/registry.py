@@ -48,7 +48,7 @@ class ModelSpec:
     # loads its VAE and CLIP image encoder in float32 and only the rest in bfloat16.
     float32_components: tuple[str, ...] = ()
     # Qwen-Image-Edit resizes every input to ~1 MP for its VAE whatever the output size; a tiny
-    # model sets this to its own output area so an edit does not take a minute on a CPU.
+    # model sets this to about its own output area so an edit does not take a minute on a CPU.
     edit_vae_image_area: int | None = None
     # The diffusers pipeline an edit with a `mask` runs through, built with `from_pipe` on the
     # loaded edit pipeline (pipelines/runners/inpaint.py); None: the model takes no mask.
@@ -246,7 +246,9 @@ REGISTRY: dict[str, ModelSpec] = {
             true_cfg_scale=4.0,
             negative_prompt=" ",
             max_input_images=3,
-            edit_vae_image_area=64 * 64,
+            # A little over its output area: at the most elongated input the API accepts (16:1),
+            # the pipeline's rounding to multiples of 32 still leaves the short side 32, not 0.
+            edit_vae_image_area=72 * 72,
             inpaint_pipeline_class="QwenImageEditInpaintPipeline",
             max_steps=_TINY_MAX_STEPS,
             dtype="float32",

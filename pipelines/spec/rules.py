@@ -58,6 +58,15 @@ class SizeRule:
             scale = min(1.0, scale)
         return self._clamp(width * scale), self._clamp(height * scale)
 
+    @property
+    def max_aspect_ratio(self) -> float:
+        """How elongated an input image may be (long side over short side): scaled to the default
+        area in its own proportions, as an edit or an image-to-video start frame is, its short
+        side is still at least `min_side`. A thinner image would be scaled to nothing (diffusers
+        then fails with "height and width must be > 0") or cropped to a sliver of a pixel."""
+        width, height = self.default
+        return width * height / self.min_side**2
+
     def _clamp(self, side: float) -> int:
         rounded = max(self.multiple, round(side / self.multiple) * self.multiple)
         return min(self.max_side, max(self.min_side, rounded))

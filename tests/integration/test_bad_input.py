@@ -71,6 +71,14 @@ def test_input_reference_on_a_text_to_video_model(client, nothing_written):
     assert (error.value.param, error.value.code) == ("input_reference", "unsupported_parameter")
 
 
+def test_an_input_reference_too_thin_for_the_model(client, nothing_written):
+    # Scaled whole to cover the frame before its crop, this 1x60000 image took the worker 1.2 GB.
+    with pytest.raises(openai.BadRequestError) as error:
+        client.videos.create(model="tiny-wan-i2v", prompt="x", input_reference=("thin.png", _png((1, 60000)), "image/png"))
+    assert (error.value.param, error.value.code) == ("input_reference", "invalid_image_dimensions")
+    assert "1x60000" in error.value.message and "16 times" in error.value.message
+
+
 IMAGE_CASES = [
     ({"n": 0}, "n", "invalid_value"),
     ({"n": 11}, "n", "invalid_value"),
@@ -101,6 +109,9 @@ EDIT_CASES = [
     ([("wide.png", _png((1100, 1000)), "image/png")], 400, "image_too_large"),
     ([("huge.bmp", b"BM" + b"\0" * (2 * 1024 * 1024 + 10), "image/bmp")], 413, "file_too_large"),
     ([("a.gif", _png(fmt="GIF"), "image/gif")], 400, "invalid_image_format"),
+    # 60,000 pixels, within the pixel limit, but too thin for any edit: a 500 from diffusers before.
+    ([("thin.png", _png((1, 60000)), "image/png")], 400, "invalid_image_dimensions"),
+    ([("ok.png", _png(), "image/png"), ("flat.png", _png((4000, 20)), "image/png")], 400, "invalid_image_dimensions"),
     ([(f"{i}.png", _png(), "image/png") for i in range(4)], 400, "invalid_value"),
 ]
 

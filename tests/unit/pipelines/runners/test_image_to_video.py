@@ -5,6 +5,9 @@ brought to the video size by covering it and cropping the centre; per-component 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +33,7 @@ def bands(width: int, height: int, colours: list[tuple[int, int, int]], *, verti
     return image
 
 
+ROOT = Path(__file__).resolve().parents[4]
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
@@ -48,6 +52,27 @@ def test_a_wide_image_in_a_square_video_loses_its_sides():
     assert frame[:, :, 1].min() > 200 and frame[:, :, [0, 2]].max() < 30
     exact = cover_and_center_crop(Image.new("RGBA", (64, 32), (1, 2, 3, 0)), 64, 32)
     assert exact.mode == "RGB" and exact.getpixel((0, 0)) == (1, 2, 3)
+
+
+_PEAK_GROWTH_OF_A_CROP = """
+import resource
+from PIL import Image
+from pipelines.runners.video import cover_and_center_crop
+thin = Image.new("RGB", (1, 60000), "red")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+frame = cover_and_center_crop(thin, 32, 32)
+assert frame.size == (32, 32) and frame.getpixel((16, 16)) == (255, 0, 0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_thin_image_costs_the_memory_of_the_frame_not_of_itself_scaled_up():
+    # Scaled whole before the crop, a 1x60000 image covering 32x32 was a 32x1,920,000 image
+    # (184 MB; 124 GB for an 832x480 video). Measured in a fresh process: its peak RSS, in KiB.
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_GROWTH_OF_A_CROP], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert int(result.stdout) < 16 * 1024, f"the crop grew the process by {int(result.stdout) // 1024} MiB"
 
 
 def test_image_to_video_returns_frames_of_the_requested_size(i2v_runner, make_request):

@@ -5,6 +5,7 @@ import pytest
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
 from PIL import Image
 
+from pipelines.spec.checks import check_input_image
 from pipelines.spec.types import ImageOutput, VideoOutput
 from worker.media import encode_mp4, probe_video
 
@@ -122,6 +123,15 @@ def test_edit_restores_the_vae_image_size_even_when_aborted(edit_runner, make_re
         )
     assert seen == [edit_runner.spec.edit_vae_image_area]
     assert pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE == original
+
+
+@pytest.mark.parametrize("size", [(16, 256), (256, 16)])
+def test_an_edit_runs_on_the_most_elongated_image_the_api_accepts(edit_runner, make_request, size):
+    spec = edit_runner.spec
+    assert max(size) == spec.size.max_aspect_ratio * min(size)
+    check_input_image(spec, "image", *size)  # what the API checks: accepted
+    output = edit_runner.run(make_request(spec.name, images=(input_image(*size, 0),)))
+    assert output.images[0].size == spec.size.default
 
 
 @pytest.mark.parametrize("count", [0, 4])
