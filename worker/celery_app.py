@@ -30,7 +30,9 @@ def make_celery(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {
         "visibility_timeout": settings.broker_visibility_timeout_s
     }
+    transport = None  # the URL's
     if settings.broker_is_embedded:
+        transport = "worker.filesystem_broker:Transport"  # atomic writes, unreadable files set aside
         queue_dir = (settings.data_dir / "broker").resolve()
         (queue_dir / "processed").mkdir(parents=True, exist_ok=True)
         transport_options = {
@@ -51,6 +53,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
+        broker_transport=transport,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         # Publishing happens inside an HTTP request: fail fast and tell the client.

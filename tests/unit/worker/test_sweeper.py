@@ -13,7 +13,8 @@ from storage import jobs
 from storage.blobs import BlobNotFound, LocalBlobStore, make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
 from storage.models import Job, JobKind, JobStatus, WebhookEvent
-from worker.celery_app import make_celery, queue_for, queue_length
+from worker.celery_app import make_celery, publish_generate, queue_for, queue_length
+from tests.unit.worker.test_filesystem_broker import next_job_id
 from worker.sweeper import Sweeper
 
 
@@ -89,6 +90,20 @@ def test_a_lost_message_is_published_again_only_once_its_queue_is_empty(sweeper)
     # Now a message waits in the queue: the old job is waiting its turn, not lost.
     assert sweeper.sweep().republished == 0
     assert _job_row(sweeper, waiting).status == "queued"
+
+
+def test_the_job_of_an_unreadable_message_is_published_again(sweeper):
+    job_id = _job(sweeper)
+    publish_generate(sweeper.celery, job_id, "tiny-qwen-image")
+    [message] = (sweeper.settings.data_dir / "broker").glob("*.msg")
+    message.write_bytes(message.read_bytes()[:40])  # cut short on disk
+    assert next_job_id(sweeper.celery) is None  # set aside, not raised in the consumer
+    assert sweeper.sweep().republished == 0  # too recent to call lost
+    with sweeper.sessions() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(published_at=_ago(61)))
+        session.commit()
+    assert sweeper.sweep().republished == 1
+    assert next_job_id(sweeper.celery) == job_id
 
 
 def test_due_webhook_events_are_dispatched_once_per_lease(sweeper):
