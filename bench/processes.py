@@ -60,6 +60,55 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, deepest first (from /proc: Linux)."""
+    children = [entry for entry in _process_ids() if _stat_fields(entry)[1:2] == [str(pid)]]
+    return [grandchild for child in children for grandchild in descendants(child)] + children
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def still_running(pids: list[int]) -> list[int]:
+    """Those of `pids` that have not exited (a zombie has: only its parent has not looked yet)."""
+    return [pid for pid in pids if _stat_fields(pid)[:1] not in ([], ["Z"])]
+
+
+def started_with(variable: str) -> list[int]:
+    """The running processes whose environment, as they were started, holds `variable` ("NAME=value")."""
+    wanted = variable.encode()
+    found = []
+    for pid in _process_ids():
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or another user's
+            continue
+        if wanted in environment:
+            found.append(pid)
+    return still_running(found)
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
+
+
+def _process_ids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the parenthesised command name: state, ppid, ...; [] once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def make_bucket(endpoint: str) -> str:
     import boto3
 

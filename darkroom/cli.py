@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 
 from darkroom.logs import configure_logging
+from darkroom.processes import EXIT_CANNOT_START
 from darkroom.settings import Settings, get_settings
-
-log = logging.getLogger("darkroom")
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -63,7 +58,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     try:
         run_worker(settings, loglevel=args.log_level)
     except ParallelConfigError as error:
-        sys.exit(f"darkroom worker: {error}")
+        print(f"darkroom worker: {error}", file=sys.stderr)
+        sys.exit(EXIT_CANNOT_START)
 
 
 def cmd_sweeper(settings: Settings, _args: argparse.Namespace) -> None:
@@ -93,41 +89,13 @@ def cmd_build_tiny(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
-    """Embedded mode: migrate, start a worker and a webhook worker, sweep in a thread, serve the
-    API; stop all of them together."""
-    from worker.sweeper import Sweeper, make_sweeper
+    """Embedded mode: migrate, then the API, a worker, a webhook worker and the sweeper, stopped
+    together (darkroom/embedded.py)."""
+    from darkroom.embedded import run_embedded
 
     cmd_migrate(settings, args)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "darkroom.cli", "--log-level", args.log_level, command])
-        for command in ("worker", "webhook-worker")
-    ]
     server = _api_server(settings, args, log_level="info")
-    sweeping = threading.Event()
-    sweeper: Sweeper = make_sweeper(settings)
-    threading.Thread(target=sweeper.run, args=(sweeping,), name="sweeper", daemon=True).start()
-
-    def watch(child: subprocess.Popen) -> None:
-        code = child.wait()
-        if not server.should_exit:
-            log.error("%s exited with code %s; stopping", child.args[-1], code)
-            server.should_exit = True
-
-    for child in children:
-        threading.Thread(target=watch, args=(child,), daemon=True).start()
-    log.info("serving http://%s:%s/v1 with one worker (data in %s)", args.host, args.port, settings.data_dir)
-    try:
-        server.run()
-    finally:
-        sweeping.set()
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    sys.exit(run_embedded(settings, server, log_level=args.log_level))
 
 
 def cmd_bench_timings(settings: Settings, args: argparse.Namespace) -> None:

@@ -4,15 +4,40 @@ standalone server, a separate process spoken to over HTTP) that the session star
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from bench.processes import start_s3_server, stop
+from bench.processes import command_line, start_s3_server, started_with, stop, wait_until
 from tests.stack import create_database, drop_database
 
 REDIS_TEST_URL = os.environ.get("DARKROOM_TEST_REDIS", "redis://127.0.0.1:6379/13")
+# Every process the tests start inherits this (not a DARKROOM_ setting, which some tests clear):
+# at the end, the session looks for its own processes still running.
+SESSION_VARIABLE, SESSION_ID = "PYTEST_DARKROOM_SESSION", secrets.token_hex(8)
+os.environ[SESSION_VARIABLE] = SESSION_ID
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fails the session if a process a test started outlives it (and then ends them): a worker
+    left consuming would take the next session's jobs."""
+    yield
+
+    def left() -> list[int]:
+        return [pid for pid in started_with(f"{SESSION_VARIABLE}={SESSION_ID}") if pid != os.getpid()]
+
+    try:  # a worker told to stop may still be finishing its warm shutdown
+        wait_until(lambda: not left(), timeout_s=30, what="the session's processes to exit")
+    except TimeoutError:
+        leftovers = left()
+        listed = "\n".join(f"  {pid}: {command_line(pid)}" for pid in leftovers)
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the test session left {len(leftovers)} processes running (now killed):\n{listed}")
 
 
 @pytest.fixture(scope="session")

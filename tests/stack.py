@@ -17,6 +17,7 @@ import psycopg
 
 from bench.processes import (
     WORKER_READY,
+    descendants,
     dump_logs,
     free_port,
     spawn,
@@ -86,7 +87,7 @@ class LiveStack:
         """SIGKILL a process and every child it made (a worker and its pool child), as the OOM
         killer or a lost host would: nothing gets to clean up."""
         process = self.processes.pop(name)
-        for pid in _descendants(process.pid) + [process.pid]:
+        for pid in descendants(process.pid) + [process.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -151,16 +152,3 @@ def start_stack(
         raise
     return stack
 
-
-def _descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The ppid is the 4th field, after the parenthesised command name.
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return [grandchild for child in children for grandchild in _descendants(child)] + children

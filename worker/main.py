@@ -17,6 +17,7 @@ import socket
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from darkroom.processes import EXIT_CANNOT_START
 from darkroom.settings import Settings
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
@@ -31,9 +32,6 @@ log = logging.getLogger("darkroom.worker")
 _context: WorkerContext | None = None
 _presence: Presence | None = None
 _group: RankGroup | None = None  # the follower ranks, when this worker is sharded
-# The child's exit status when it cannot serve (a model missing, no room on the device), and the
-# worker's own then: EX_CONFIG, so a supervisor can tell a refusal from a crash.
-EXIT_CANNOT_START = 78
 # Shared memory made before the pool forks: the child sets it, the parent reads it on the way out.
 _child_refused = multiprocessing.Value("b", 0, lock=False)
 

@@ -23,7 +23,6 @@ every collective has the plan's timeout, so no rank hangs for ever.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import pickle
@@ -36,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from darkroom.processes import describe_exit, dies_with_this_process
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.types import GenerationRequest, PreviewCallback, StepCallback
 from worker.execute import JobFailure
@@ -48,11 +48,6 @@ _FOLLOWER_FAILED = 3  # a follower's exit status after an error of its own in a 
 _POLL_S = 0.2
 _LOSS_NOTICE_S = 2.0  # how long a failed run waits for the supervisor to see a dead follower
 _STUCK_AFTER_LOSS_S = 30.0  # a job still running this long after a rank died is ended by force
-
-
-def _die_with_parent() -> None:  # runs in the follower between fork and exec
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _end_this_process() -> None:
@@ -68,14 +63,9 @@ def _free_port() -> int:
 
 
 def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
     if code == _FOLLOWER_FAILED:
         return "an error of its own (see its log lines)"
-    return f"exit status {code}"
+    return describe_exit(code)
 
 
 class RankGroup:
@@ -109,7 +99,7 @@ class RankGroup:
                     [sys.executable, "-m", "worker.rank_group", str(rank), init_method],
                     stdin=subprocess.PIPE,
                     env=env,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=dies_with_this_process(signal.SIGKILL),
                 )
             )
         self._supervisor.start()

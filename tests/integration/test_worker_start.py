@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from bench.processes import spawn
-from worker.main import EXIT_CANNOT_START
+from darkroom.processes import EXIT_CANNOT_START
 
 
 def test_a_worker_whose_model_is_missing_exits_with_the_reason(tmp_path: Path):
@@ -32,3 +32,17 @@ def test_a_worker_whose_model_is_missing_exits_with_the_reason(tmp_path: Path):
     assert code == EXIT_CANNOT_START, output[-4000:]
     assert "worker cannot start: model 'Qwen/Qwen-Image' is not available" in output
     assert "worker ready" not in output
+
+
+def test_a_worker_whose_gpu_group_cannot_be_built_exits_with_the_reason(tmp_path: Path):
+    env = {**os.environ, "DARKROOM_DATA_DIR": str(tmp_path / "data"), "DARKROOM_MODELS": "tiny-wan"}
+    log = tmp_path / "worker.log"
+    worker = spawn(["worker", "--devices", "cpu,cpu", "--ulysses", "3"], env, log)
+    try:
+        code = worker.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        raise AssertionError(f"the worker kept running:\n{log.read_text()[-4000:]}") from None
+    output = log.read_text()
+    assert code == EXIT_CANNOT_START, output[-4000:]
+    assert output.startswith("darkroom worker: ") and "Traceback" not in output

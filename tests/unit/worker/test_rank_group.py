@@ -21,14 +21,18 @@ REQUEST = GenerationRequest(prompt="x", width=16, height=16, seed=1, num_inferen
 
 
 @pytest.fixture
-def group():
+def follower_command() -> list[str]:
+    # A follower that reads its jobs and otherwise waits, like a real one between jobs, and
+    # exits on EOF, as a real one does when rank 0 closes the group.
+    return ["cat"]
+
+
+@pytest.fixture
+def group(follower_command):
     idle_losses = threading.Event()
     group = RankGroup(PLAN, on_idle_loss=idle_losses.set)
     group.idle_losses = idle_losses
-    # A follower that reads its jobs and otherwise waits, like a real one between jobs.
-    group.followers = [
-        subprocess.Popen(["sh", "-c", "cat > /dev/null; sleep 60"], stdin=subprocess.PIPE)
-    ]
+    group.followers = [subprocess.Popen(follower_command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)]
     group._supervisor.start()
     yield group
     group.close()
@@ -66,10 +70,8 @@ def test_a_follower_killed_mid_job_fails_the_job_with_worker_rank_lost(group):
     assert again.value.code == RANK_LOST_CODE
 
 
+@pytest.mark.parametrize("follower_command", [["sh", "-c", "cat > /dev/null; exit 3"]])
 def test_a_follower_that_failed_on_its_own_reports_the_models_error(group):
-    group.followers[0] = subprocess.Popen(
-        ["sh", "-c", "cat > /dev/null; exit 3"], stdin=subprocess.PIPE
-    )
     with pytest.raises(JobFailure) as failure:
         group.run("m", CollectiveRun(group, exit_with=3), REQUEST, None)
     assert (
