@@ -9,12 +9,10 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from bench.processes import command_line, start_s3_server, started_with, stop, wait_until
-from tests.stack import create_database, drop_database
+from tests.stack import create_database, drop_database, private_redis_db
 
-REDIS_TEST_URL = os.environ.get("DARKROOM_TEST_REDIS", "redis://127.0.0.1:6379/13")
 # Every process the tests start inherits this (not a DARKROOM_ setting, which some tests clear):
 # at the end, the session looks for its own processes still running.
 SESSION_VARIABLE, SESSION_ID = "PYTEST_DARKROOM_SESSION", secrets.token_hex(8)
@@ -56,6 +54,7 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
-    return REDIS_TEST_URL
+def redis_url() -> Iterator[str]:
+    """A Redis database of this session's own (tests/stack.py), flushed."""
+    with private_redis_db() as url:
+        yield url

@@ -28,6 +28,7 @@ class ImageHost:
     too_large_bytes: int
     slow_s: float
     requests: list[str]
+    hung_up: list[str]  # paths whose client went away before the whole answer was sent
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -39,6 +40,7 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
     (headers after `slow_s`), /drip (the image in tenths, 0.25 s apart), /redirect (to
     /image.png), /missing (404), /text."""
     requests: list[str] = []
+    hung_up: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # quiet test output
@@ -59,6 +61,7 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
                     try:
                         self.wfile.write(b"\0" * 65536)
                     except OSError:  # the client hung up once it had seen enough
+                        hung_up.append(self.path)
                         return
             elif self.path == "/slow":
                 time.sleep(slow_s)
@@ -75,6 +78,7 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
                         self.wfile.write(piece)
                         self.wfile.flush()
                     except OSError:
+                        hung_up.append(self.path)
                         return
                     time.sleep(0.25)
             elif self.path == "/redirect":
@@ -95,14 +99,16 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
             try:
                 self.wfile.write(body)
             except OSError:
-                pass
+                hung_up.append(self.path)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield ImageHost(f"http://127.0.0.1:{server.server_port}", image, too_large_bytes, slow_s, requests)
+        yield ImageHost(
+            f"http://127.0.0.1:{server.server_port}", image, too_large_bytes, slow_s, requests, hung_up
+        )
     finally:
         server.shutdown()
         server.server_close()

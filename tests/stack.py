@@ -5,15 +5,21 @@ the session; the fault tests start their own, to stop and kill parts of it."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import secrets
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import openai
 import psycopg
+import redis
 
 from bench.processes import (
     WORKER_READY,
@@ -46,6 +52,36 @@ def drop_database(url: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The Redis server the tests' stacks use as their broker, each in a database of its own.
+REDIS_SERVER_URL = os.environ.get("DARKROOM_TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
+# Numbers other test sessions on the host used as fixed ones before; tried last.
+_FIXED_BEFORE = (9, 12, 13, 14)
+
+
+@contextmanager
+def private_redis_db() -> Iterator[str]:
+    """The URL of a database on the test Redis that no other stack on this host is using, flushed,
+    for as long as the block runs: the number is held by a lock on a file named after it, which
+    the kernel releases however the session ends. Two sessions once shared fixed numbers and
+    flushed each other's queues."""
+    numbers = [number for number in range(1, 16) if number not in _FIXED_BEFORE] + list(_FIXED_BEFORE)
+    for number in numbers:
+        lock = open(Path(tempfile.gettempdir()) / f"darkroom-tests-redis-db-{number}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        url = f"{REDIS_SERVER_URL}/{number}"
+        try:
+            redis.Redis.from_url(url).flushdb()
+            yield url
+        finally:
+            lock.close()
+        return
+    raise RuntimeError("every Redis database on this host is in use by other test sessions")
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -67,6 +103,18 @@ class LiveStack:
 
     def client(self, api_key: str = KEY_A, **kwargs) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kwargs)
+
+    def stored_keys(self, prefix: str) -> list[str]:
+        """The keys in the stack's bucket under `prefix`, read from the S3 server itself."""
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.env["DARKROOM_S3_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        listing = s3.list_objects_v2(Bucket=self.env["DARKROOM_S3_BUCKET"], Prefix=prefix)
+        return [item["Key"] for item in listing.get("Contents", [])]
 
     def log_path(self, name: str) -> Path:
         return self.data_dir / f"{name}.log"

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from enum import StrEnum
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,14 +55,11 @@ class JobMonitor:
         sessions: sessionmaker[Session],
         job_id: str,
         attempt: int,
-        *,
-        on_overrun: Callable[[], None] = _end_this_process,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.job_id = job_id
         self.attempt = attempt
-        self.on_overrun = on_overrun
         self.progress = 0
         self.stop_reason: StopReason | None = None
         self._started = time.monotonic()
@@ -137,4 +133,4 @@ class JobMonitor:
             )
         except SQLAlchemyError:
             log.exception("job %s: could not record the time limit; the sweeper will", self.job_id)
-        self.on_overrun()
+        _end_this_process()

@@ -5,13 +5,16 @@ every job completes once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
+from redis import Redis
 
-from bench.processes import make_bucket
+from bench.processes import descendants, make_bucket, wait_until
 from tests.chaos.harness import (
     JobBook,
     by_scale,
@@ -22,6 +25,7 @@ from tests.chaos.harness import (
     report,
 )
 from tests.chaos.servers import RedisServer
+from worker.celery_app import queue_for
 
 OUTAGE_S = by_scale(6, 30)
 BEFORE_S, AFTER_S = 3, 3  # clients submit this long before the outage and after Redis is back
@@ -95,8 +99,16 @@ def _run(stack, redis: RedisServer, bucket: str, s3_endpoint: str) -> None:
     for thread in clients:
         thread.start()
     time.sleep(BEFORE_S)
+    # Hold the workers until messages wait in Redis: they go with it, and only the sweeper's
+    # republish brings their jobs back (the workers alone may keep the queue empty).
+    _signal_workers(stack, signal.SIGSTOP)
+    broker = Redis.from_url(redis.url)
+    backlog = wait_until(
+        lambda: (waiting := broker.llen(queue_for("tiny-wan"))) >= 3 and waiting, what="a backlog in Redis"
+    )
     redis.stop()
     down_at = time.monotonic()
+    _signal_workers(stack, signal.SIGCONT)
     time.sleep(OUTAGE_S)
     redis.start()  # same port, empty
     up_at, up_wall = time.monotonic(), time.time()
@@ -125,6 +137,7 @@ def _run(stack, redis: RedisServer, bucket: str, s3_endpoint: str) -> None:
         job_id: sorted(sets[job_id]) for job_id in accepted if len(sets.get(job_id, ())) > 1
     }
     missing = missing_outputs(s3_endpoint, bucket, rows.values())
+    republished = count_in_logs(stack, r"publishing it again", "sweeper")
     report(
         "redis-outage",
         outage_s=round(up_at - down_at, 1),
@@ -137,7 +150,7 @@ def _run(stack, redis: RedisServer, bucket: str, s3_endpoint: str) -> None:
         completed=sum(row.status == "completed" for row in rows.values()),
         lost=len(lost),
         duplicated=len(run_twice) + len(many_sets),
-        republished=count_in_logs(stack, r"publishing it again", "sweeper"),
+        republished=republished,
         redis_back_to_all_completed_s=round(done_at - up_wall, 1),
     )
     assert during, "no submission was made while Redis was down"
@@ -149,4 +162,12 @@ def _run(stack, redis: RedisServer, bucket: str, s3_endpoint: str) -> None:
         f"{[(j, rows[j].status, rows[j].error_code) for j in lost[:5] if j in rows]}"
     )
     assert not run_twice and not many_sets, f"jobs run twice: {run_twice} {many_sets}"
+    assert republished >= backlog, f"{backlog} messages were lost with Redis, {republished} republished"
     assert not missing, f"completed jobs without their outputs: {missing}"
+
+
+def _signal_workers(stack, signum: int) -> None:
+    for name, process in stack.processes.items():
+        if name.startswith("worker"):
+            for pid in [process.pid, *descendants(process.pid)]:
+                os.kill(pid, signum)

@@ -9,7 +9,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import openai
 import pytest
 from sqlalchemy import create_engine, func, select
@@ -76,17 +75,11 @@ def spawn_api(stack, tmp_path) -> Iterator:
 def nothing_written(stack):
     """Asserts, after the test, that no job row and no blob was added during it."""
     engine = create_engine(stack.env["DARKROOM_DATABASE_URL"])
-    s3 = boto3.client(
-        "s3", endpoint_url=stack.env["DARKROOM_S3_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )
-    bucket = stack.env["DARKROOM_S3_BUCKET"]
 
     def snapshot():
         with engine.connect() as connection:
             rows = connection.execute(select(func.count()).select_from(Job)).scalar_one()
-        keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-        return rows, {key for key in keys if key.startswith("inputs/")}
+        return rows, set(stack.stored_keys("inputs/"))
 
     before = snapshot()
     yield

@@ -100,6 +100,12 @@ def test_core_flow_on_the_embedded_default(embedded):
     assert (embedded.data_dir / "blobs" / "outputs" / video.id / "1" / "video.mp4").is_file()
     assert [v.id for v in client.videos.list()] == [video.id]
 
+    # Having run both, the worker's parent still holds no torch: only its pool child loaded one.
+    [worker] = [pid for pid in _children(embedded) if _command(pid)[-1] == "worker"]
+    [pool_child] = [pid for pid in descendants(worker) if parent_of(pid) == worker]
+    assert "libtorch" not in Path(f"/proc/{worker}/maps").read_text()
+    assert "libtorch" in Path(f"/proc/{pool_child}/maps").read_text()
+
 
 def _video_completes(run: Run) -> None:
     video = run.client().videos.create_and_poll(model="tiny-wan", prompt="x", seconds="1", poll_interval_ms=50)

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import io
 
-import boto3
 import httpx
 import pytest
-import redis
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.processes import make_bucket, wait_until
-from tests.stack import create_database, drop_database, start_stack
+from tests.stack import create_database, drop_database, private_redis_db, start_stack
 
 RETENTION_S = 6
 
@@ -146,30 +144,23 @@ def test_workers_show_their_current_job(client, stack):
 def expiring_stack(tmp_path_factory, models_dir, s3_endpoint):
     """Its own database, broker db and bucket, keeping results for a few seconds."""
     database_url = create_database()
-    redis.Redis.from_url("redis://127.0.0.1:6379/14").flushdb()
     bucket = make_bucket(s3_endpoint)
-    live = start_stack(
-        tmp_path_factory.mktemp("expiring"),
-        database_url=database_url,
-        broker_url="redis://127.0.0.1:6379/14",
-        s3_endpoint=s3_endpoint,
-        bucket=bucket,
-        models_dir=models_dir,
-        overrides={"DARKROOM_RESULT_RETENTION_S": str(RETENTION_S), "DARKROOM_MODELS": "tiny-qwen-image-edit"},
-    )
-    live.bucket = bucket
-    yield live
-    live.close()
+    with private_redis_db() as broker_url:
+        live = start_stack(
+            tmp_path_factory.mktemp("expiring"),
+            database_url=database_url,
+            broker_url=broker_url,
+            s3_endpoint=s3_endpoint,
+            bucket=bucket,
+            models_dir=models_dir,
+            overrides={"DARKROOM_RESULT_RETENTION_S": str(RETENTION_S), "DARKROOM_MODELS": "tiny-qwen-image-edit"},
+        )
+        yield live
+        live.close()
     drop_database(database_url)
 
 
-def _keys(s3_endpoint: str, bucket: str, prefix: str) -> list[str]:
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
-    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-
-
-def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_stack, s3_endpoint):
+def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_stack):
     client = expiring_stack.client()
     png = io.BytesIO()
     Image.new("RGB", (32, 32), "red").save(png, "PNG")
@@ -177,9 +168,8 @@ def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_st
         model="tiny-qwen-image-edit", image=("a.png", png.getvalue(), "image/png"), prompt="x", response_format="url"
     )
     job_id = result.data[0].url.rsplit("/", 2)[-2]
-    bucket = expiring_stack.bucket
-    assert _keys(s3_endpoint, bucket, f"outputs/{job_id}/")
-    wait_until(lambda: not _keys(s3_endpoint, bucket, f"inputs/{job_id}/"))
+    assert expiring_stack.stored_keys(f"outputs/{job_id}/")
+    wait_until(lambda: not expiring_stack.stored_keys(f"inputs/{job_id}/"))
 
     def expired():
         response = httpx.get(
@@ -191,7 +181,7 @@ def test_inputs_go_when_the_job_ends_and_results_when_retention_ends(expiring_st
     response = wait_until(expired, timeout_s=RETENTION_S + 30)
     error = response.json()["error"]
     assert error["code"] == "content_expired" and "expired at" in error["message"]
-    assert not _keys(s3_endpoint, bucket, f"outputs/{job_id}/")
+    assert not expiring_stack.stored_keys(f"outputs/{job_id}/")
     # The job itself is still there, as the record of what ran.
     job = httpx.get(f"{expiring_stack.base_url}/images/{job_id}", headers={"authorization": f"Bearer {client.api_key}"})
     assert job.status_code == 200 and job.json()["status"] == "completed"

@@ -9,10 +9,8 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import openai
 import pytest
-import redis
 from PIL import Image
 from sqlalchemy import create_engine, select, update
 
@@ -20,7 +18,7 @@ from bench.processes import make_bucket, wait_until
 from darkroom.keys import owner_of_key
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
-from tests.stack import KEY_A, KEY_B, create_database, drop_database, start_stack
+from tests.stack import KEY_A, KEY_B, create_database, drop_database, private_redis_db, start_stack
 
 # 200 steps over 65 frames of 96x96: many seconds of denoising even on a fast, idle machine (the
 # time limit test needs it to outlast 1 s by a wide margin; 33 frames of 32x32 took 0.6 s here).
@@ -135,11 +133,7 @@ def test_a_cancel_stops_the_running_job_within_a_step_and_frees_the_worker(clien
     assert (job.status, job.error_code, job.output_keys) == ("cancelled", "cancelled", [])
     assert follower.status == "completed"
     assert job.progress < 95  # stopped in the middle of denoising, not after it
-    s3 = boto3.client(
-        "s3", endpoint_url=stack.env["DARKROOM_S3_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )
-    assert "Contents" not in s3.list_objects_v2(Bucket=stack.env["DARKROOM_S3_BUCKET"], Prefix=f"outputs/{video.id}/")
+    assert stack.stored_keys(f"outputs/{video.id}/") == []
     print(f"\ncancel: progress {job.progress}% at cancel; next job completed {freed_after_s * 1000:.0f} ms after DELETE")
 
 
@@ -147,18 +141,18 @@ def test_a_cancel_stops_the_running_job_within_a_step_and_frees_the_worker(clien
 def limited_stack(tmp_path_factory, models_dir, s3_endpoint):
     """Its own database, broker db and bucket, with a job time limit of one second."""
     database_url = create_database()
-    redis.Redis.from_url("redis://127.0.0.1:6379/12").flushdb()
-    live = start_stack(
-        tmp_path_factory.mktemp("limited"),
-        database_url=database_url,
-        broker_url="redis://127.0.0.1:6379/12",
-        s3_endpoint=s3_endpoint,
-        bucket=make_bucket(s3_endpoint),
-        models_dir=models_dir,
-        overrides={"DARKROOM_JOB_TIME_LIMIT_S": "1"},
-    )
-    yield live
-    live.close()
+    with private_redis_db() as broker_url:
+        live = start_stack(
+            tmp_path_factory.mktemp("limited"),
+            database_url=database_url,
+            broker_url=broker_url,
+            s3_endpoint=s3_endpoint,
+            bucket=make_bucket(s3_endpoint),
+            models_dir=models_dir,
+            overrides={"DARKROOM_JOB_TIME_LIMIT_S": "1"},
+        )
+        yield live
+        live.close()
     drop_database(database_url)
 
 

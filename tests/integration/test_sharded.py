@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from PIL import Image
 from sqlalchemy import create_engine, select
 
@@ -26,35 +25,31 @@ from bench.processes import WORKER_READY, make_bucket, wait_for_log, wait_until
 from storage import jobs
 from storage.db import make_session_factory
 from storage.models import Job
-from tests.stack import LiveStack, create_database, drop_database, start_stack
+from tests.stack import LiveStack, create_database, drop_database, private_redis_db, start_stack
 
-BROKER = os.environ.get("DARKROOM_TEST_SHARDED_REDIS", "redis://127.0.0.1:6379/9")
 MODEL = "tiny-qwen-image"
 SHARDED = {"DARKROOM_DEVICES": "cpu,cpu", "DARKROOM_ULYSSES_DEGREE": "2"}
 
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory, models_dir, s3_endpoint) -> Iterator[LiveStack]:
-    redis.Redis.from_url(BROKER).flushdb()
     database_url = create_database()
-    live = start_stack(
-        tmp_path_factory.mktemp("sharded"),
-        database_url=database_url,
-        broker_url=BROKER,
-        s3_endpoint=s3_endpoint,
-        bucket=make_bucket(s3_endpoint),
-        models_dir=models_dir,
-        overrides={"DARKROOM_MODELS": MODEL, "DARKROOM_WARM_UP": "false"},
-        workers=0,
-    )
-    try:
-        live.start_worker("sharded", env=SHARDED)
-    except BaseException:
-        live.close()
-        drop_database(database_url)
-        raise
-    yield live
-    live.close()
+    with private_redis_db() as broker_url:
+        live = start_stack(
+            tmp_path_factory.mktemp("sharded"),
+            database_url=database_url,
+            broker_url=broker_url,
+            s3_endpoint=s3_endpoint,
+            bucket=make_bucket(s3_endpoint),
+            models_dir=models_dir,
+            overrides={"DARKROOM_MODELS": MODEL, "DARKROOM_WARM_UP": "false"},
+            workers=0,
+        )
+        try:
+            live.start_worker("sharded", env=SHARDED)
+            yield live
+        finally:
+            live.close()
     drop_database(database_url)
 
 

@@ -10,6 +10,7 @@ import av
 import httpx
 import openai
 import pytest
+from PIL import Image
 from sqlalchemy import create_engine, select
 
 from storage.models import Job
@@ -126,6 +127,18 @@ def test_delete_removes_the_video_and_its_content(client):
     assert video.id not in [v.id for v in client.videos.list(limit=100)]
     with pytest.raises(openai.NotFoundError):
         client.videos.delete(video.id)
+
+
+def test_delete_removes_the_videos_stored_input_and_outputs(stack, client):
+    first_frame = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(first_frame, "PNG")
+    video = client.videos.create_and_poll(
+        model="tiny-wan-i2v", prompt="to delete", seconds="1", input_reference=("f.png", first_frame.getvalue(), "image/png")
+    )
+    assert video.status == "completed"
+    assert stack.stored_keys(f"inputs/{video.id}/") and stack.stored_keys(f"outputs/{video.id}/")
+    client.videos.delete(video.id)
+    assert stack.stored_keys(f"inputs/{video.id}/") == stack.stored_keys(f"outputs/{video.id}/") == []
 
 
 def test_another_key_cannot_see_touch_or_list_a_video(client, other_client):

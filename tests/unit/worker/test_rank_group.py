@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -28,11 +27,13 @@ def follower_command() -> list[str]:
 
 
 @pytest.fixture
-def group(follower_command):
+def group(follower_command, tmp_path):
     idle_losses = threading.Event()
     group = RankGroup(PLAN, on_idle_loss=idle_losses.set)
     group.idle_losses = idle_losses
-    group.followers = [subprocess.Popen(follower_command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)]
+    group.received = tmp_path / "received"  # what the follower was handed, once it has exited
+    with group.received.open("wb") as received:
+        group.followers = [subprocess.Popen(follower_command, stdin=subprocess.PIPE, stdout=received)]
     group._supervisor.start()
     yield group
     group.close()
@@ -81,7 +82,7 @@ def test_a_follower_that_failed_on_its_own_reports_the_models_error(group):
 
 def test_a_follower_lost_while_idle_ends_rank_zeros_process(group):
     group.followers[0].kill()
-    assert group.idle_losses.wait(timeout=5)
+    assert group.idle_losses.wait(timeout=30)
     assert group.broken and "SIGKILL" in group.lost
 
 
@@ -98,6 +99,7 @@ def test_a_missing_lora_fails_on_rank_zero_before_the_hand_off(group, tmp_path):
     with pytest.raises(LoraError) as failure:
         group.run("m", local, request, None)
     assert failure.value.code == "lora_not_found"
-    time.sleep(0.3)
     assert group.followers[0].poll() is None and not group.broken
     assert not group._in_flight
+    group.close()  # the follower reads to the end, then exits
+    assert group.received.read_bytes() == b""  # nothing was handed to it

@@ -17,6 +17,7 @@ ENTRY_POINTS = (
     "api.app",
     "darkroom.settings",
     "darkroom.cli",
+    "darkroom.embedded",
     "worker.main",
     "worker.sweeper",
     "worker.webhook_worker",
