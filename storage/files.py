@@ -40,8 +40,10 @@ def create(
     content_type: str,
     expires_at: datetime | None,
     line_count: int | None = None,
+    created_at: datetime | None = None,
 ) -> StoredFile:
-    """Add a file's row to the session; the caller commits, once its bytes are stored."""
+    """Add a file's row to the session; the caller commits, once its bytes are stored.
+    `created_at` (default now) lets a caller compute `expires_at` from the same moment."""
     stored = StoredFile(
         id=file_id,
         owner=owner,
@@ -50,7 +52,7 @@ def create(
         bytes=size,
         content_type=content_type,
         line_count=line_count,
-        created_at=now(),
+        created_at=created_at or now(),
         expires_at=expires_at,
     )
     session.add(stored)
