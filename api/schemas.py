@@ -60,10 +60,10 @@ class GenerationExtensions(StrictRequest):
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
-class InputReference(BaseModel):
-    """`input_reference` as an object: the SDK's `extra_body` sends it as the form fields
-    `input_reference[image_url]` / `input_reference[file_id]`, JSON callers as an object. (The
-    file-part form never reaches the model: it arrives as an upload.)"""
+class ImageReference(BaseModel):
+    """An input image named by reference (api/input_reference.py): `input_reference` on a video,
+    an edit's `images[]` and `mask` in its JSON form. Form fields (`input_reference[image_url]`,
+    from the SDK's `extra_body`) arrive as the same object. Exactly one of the two is sent."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +77,7 @@ class VideoCreateRequest(GenerationExtensions):
     model: str | None = None
     seconds: str | None = None
     size: str | None = None
-    input_reference: InputReference | None = None
+    input_reference: ImageReference | None = None
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -118,6 +118,9 @@ class ImageGenerateRequest(ImageRequestBase):
 
 
 class ImageEditRequest(ImageRequestBase):
+    # The JSON form's images and mask; multipart sends them as the file parts `image` and `mask`.
+    images: Annotated[list[ImageReference], Field(min_length=1, max_length=16)] | None = None
+    mask: ImageReference | None = None
     input_fidelity: Literal["high", "low"] | None = None
     # Extension, masked edits only: how far the masked area is re-noised (diffusers' `strength`);
     # 1 repaints it from noise. None: the model's default (shown on /v1/models).

@@ -55,7 +55,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
     length = video_length(spec, body.seconds)
     # The size is checked before the image is fetched: a bad request costs no download.
     size = parse_size(spec, body.size) if body.size not in (None, "auto") else None
-    uploads = [await read_reference(reference, settings)] if reference is not None else []
+    uploads = [await read_reference(reference, services, owner)] if reference is not None else []
     if size is None:
         # An image-to-video model runs at its trained area, in the input image's aspect ratio.
         image = uploads[0] if uploads else None
