@@ -264,7 +264,8 @@ class _ChunkReader:
             self._buffer += chunk
             self.size += len(chunk)
         taken = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        data = bytes(self._buffer[:taken])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:taken])  # one copy of the part, not two
         del self._buffer[:taken]
         return data
 
