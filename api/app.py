@@ -47,7 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.state.metrics_registry = metrics.make_registry(app.state.services)
-    routers = (videos.router, images.router, files.router, events.router, models.router, health.router, metrics.router)
-    for router in routers:
+    for router in (
+        videos.router,
+        images.router,
+        files.router,
+        events.router,
+        models.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
     return app

@@ -25,12 +25,19 @@ class EditRefs:
 
 
 def edit_refs(
-    body: ImageEditRequest, parts: dict[str, list[UploadFile]], spec: ModelSpec, settings: Settings, *, json_body: bool
+    body: ImageEditRequest,
+    parts: dict[str, list[UploadFile]],
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    json_body: bool,
 ) -> EditRefs:
     """Where the edit's images and mask are, checked before any of them is read or fetched."""
     image_parts, mask_parts = parts.get("image", []), parts.get("mask", [])
     if image_parts and body.images is not None:
-        raise bad_request("Send the images either as file parts 'image' or as 'images' references, not both.", param="images")
+        raise bad_request(
+            "Send the images either as file parts 'image' or as 'images' references, not both.", param="images"
+        )
     if mask_parts and body.mask is not None:
         raise bad_request("Send the mask either as a file part or as a reference, not both.", param="mask")
     images = [ImageRef("image", file=part) for part in image_parts] or [
@@ -48,7 +55,11 @@ def edit_refs(
         )
     if len(mask_parts) > 1:
         raise bad_request(f"Send one mask, not {len(mask_parts)}.", param="mask")
-    mask = ImageRef("mask", file=mask_parts[0]) if mask_parts else image_ref("mask", body.mask) if body.mask else None
+    mask = None
+    if mask_parts:
+        mask = ImageRef("mask", file=mask_parts[0])
+    elif body.mask is not None:
+        mask = image_ref("mask", body.mask)
     if mask is not None:
         check_takes_mask(spec, image_count=len(images), settings=settings)
     return EditRefs(images, mask)

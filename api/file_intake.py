@@ -122,7 +122,9 @@ class _FileIntake:
     """One file part on its way to the blob store: streamed there, or (an image) held, checked and
     stored whole. `discard` leaves nothing stored, whatever point it was reached."""
 
-    def __init__(self, start: FileStart, purpose: FilePurpose, settings: Settings, blobs: BlobStore, key: str) -> None:
+    def __init__(
+        self, start: FileStart, purpose: FilePurpose, settings: Settings, blobs: BlobStore, key: str
+    ) -> None:
         self.start, self.purpose, self.settings, self.blobs, self.key = start, purpose, settings, blobs, key
         self.counter = _Counter(_caps(purpose, settings), purpose)
         self.content_type = _content_type(purpose, start.content_type)
@@ -186,7 +188,9 @@ async def receive_file(request: Request, settings: Settings, blobs: BlobStore, k
                 ended = True
         if intake is None:
             missing = "file" if "purpose" in fields else "purpose"
-            raise bad_request(f"Missing required parameter: '{missing}'.", param=missing, code="missing_required_parameter")
+            raise bad_request(
+                f"Missing required parameter: '{missing}'.", param=missing, code="missing_required_parameter"
+            )
         if not ended:
             raise bad_request("The upload ended before the file did.", param="file", code="upload_incomplete")
         return ReceivedFile(
@@ -214,7 +218,12 @@ def _add_field(fields: dict[str, str], field: TextField) -> None:
 
 
 def _start_file(
-    intake: _FileIntake | None, start: FileStart, fields: dict[str, str], settings: Settings, blobs: BlobStore, key: str
+    intake: _FileIntake | None,
+    start: FileStart,
+    fields: dict[str, str],
+    settings: Settings,
+    blobs: BlobStore,
+    key: str,
 ) -> _FileIntake:
     if start.name != "file":
         raise bad_request(f"Unknown file parameter: '{start.name}'.", param=start.name, code="unknown_parameter")
@@ -239,5 +248,6 @@ def _lifetime(purpose: FilePurpose, fields: dict[str, str]) -> timedelta | None:
     try:
         expires_after = ExpiresAfter.model_validate(sent)
     except ValidationError as error:
-        raise validation_error([{**item, "loc": ("body", "expires_after", *item["loc"])} for item in error.errors()]) from None
+        errors = [{**item, "loc": ("body", "expires_after", *item["loc"])} for item in error.errors()]
+        raise validation_error(errors) from None
     return timedelta(seconds=expires_after.seconds)

@@ -127,7 +127,9 @@ def read_image_file(services: Services, owner: str, file_id: str, *, param: str)
         )
     name = f"File '{file_id}' ({param})"
     if stored.bytes > settings.max_upload_bytes:  # refused before it is read
-        raise APIError(413, f"{name} is over the {settings.max_upload_bytes} byte limit.", param=param, code="file_too_large")
+        raise APIError(
+            413, f"{name} is over the {settings.max_upload_bytes} byte limit.", param=param, code="file_too_large"
+        )
     try:
         data = services.blobs.get(files.blob_key(file_id))
     except BlobNotFound:

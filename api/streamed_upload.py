@@ -94,12 +94,15 @@ class _PartCollector:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         if b"name" not in options:
-            raise bad_request("A multipart part has no name in its Content-Disposition.", param=None, code="invalid_multipart")
+            raise bad_request(
+                "A multipart part has no name in its Content-Disposition.", param=None, code="invalid_multipart"
+            )
         self._name = _text(options[b"name"])
         if b"filename" in options:
             self._field = None
             content_type = self._headers.get(b"content-type")
-            self.parts.append(FileStart(self._name, _text(options[b"filename"]), _text(content_type) if content_type else None))
+            declared = _text(content_type) if content_type else None
+            self.parts.append(FileStart(self._name, _text(options[b"filename"]), declared))
             return
         self._fields += 1
         if self._fields > MAX_FIELDS:
@@ -139,7 +142,9 @@ async def multipart_parts(request: Request) -> AsyncIterator[Part]:
             for part in collector.take():
                 yield part
     except ClientDisconnect:
-        raise bad_request("The client went away before the upload ended.", param="file", code="upload_incomplete") from None
+        raise bad_request(
+            "The client went away before the upload ended.", param="file", code="upload_incomplete"
+        ) from None
     _feed(parser, None)
     for part in collector.take():
         yield part

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import openai
-import psycopg
 
-from bench.content import ADMIN_URL, MB, peak_rss_mb
-from bench.processes import free_port, make_bucket, spawn, start_s3_server, stop, wait_for_port
+from bench.content import MB, peak_rss_mb
+from bench.processes import free_port, make_bucket, scratch_database, spawn, start_s3_server, stop, wait_for_port
 from storage.db import upgrade_schema
 
 KEY = "sk-bench"
@@ -42,61 +41,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200)
     args = parser.parse_args()
-
-    db_name = f"darkroom_bench_files_{os.getpid()}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{db_name}"')
-    database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
     work = Path(tempfile.mkdtemp(prefix="darkroom-bench-files-"))
-    s3, s3_endpoint = start_s3_server()
-    env = {
-        **os.environ,
-        "DARKROOM_DATA_DIR": str(work),
-        "DARKROOM_DATABASE_URL": database_url,
-        "DARKROOM_BROKER_URL": "redis://127.0.0.1:6379/14",
-        "DARKROOM_API_KEYS": KEY,
-    }
-    s3_env = {
-        "DARKROOM_S3_BUCKET": make_bucket(s3_endpoint),
-        "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
-        "DARKROOM_S3_ACCESS_KEY_ID": "bench",
-        "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
-    }
-    upgrade_schema(database_url)
     batch_file = work / "requests.jsonl"
     write_batch_file(batch_file, args.size_mb * MB)
-    size = batch_file.stat().st_size
-
-    apis = {}
-    for name, extra in (("S3 (moto)", s3_env), ("local directory", {})):
-        port = free_port()
-        apis[name] = (spawn(["api", "--port", str(port)], env | extra, work / f"api-{port}.log"), port)
+    s3, s3_endpoint = start_s3_server()
     try:
-        print(
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; a {size / MB:.0f} MB "
-            f"batch file of {LINES} lines uploaded with the openai SDK; client, API and S3 server share the machine"
-        )
-        print(f"{'blob store':16} {'upload':>8} {'MB/s':>6} {'API peak RSS before':>20} {'after':>8}")
-        for name, (process, port) in apis.items():
-            wait_for_port(port, process)
-            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=600)
-            client.files.create(file=("warm-up.jsonl", b"{}\n"), purpose="batch")  # first-request imports
-            before = peak_rss_mb(process.pid)
-            started = time.perf_counter()
-            with batch_file.open("rb") as handle:
-                created = client.files.create(file=("requests.jsonl", handle), purpose="batch")
-            elapsed = time.perf_counter() - started
-            assert created.bytes == size, created
+        with scratch_database("darkroom_bench_files") as database_url:
+            upgrade_schema(database_url)
+            env = {
+                **os.environ,
+                "DARKROOM_DATA_DIR": str(work),
+                "DARKROOM_DATABASE_URL": database_url,
+                "DARKROOM_BROKER_URL": "redis://127.0.0.1:6379/14",
+                "DARKROOM_API_KEYS": KEY,
+            }
+            s3_env = {
+                "DARKROOM_S3_BUCKET": make_bucket(s3_endpoint),
+                "DARKROOM_S3_ENDPOINT_URL": s3_endpoint,
+                "DARKROOM_S3_ACCESS_KEY_ID": "bench",
+                "DARKROOM_S3_SECRET_ACCESS_KEY": "bench",
+            }
             print(
-                f"{name:16} {elapsed:>6.1f} s {size / MB / elapsed:>6.0f} {before:>17.0f} MB "
-                f"{peak_rss_mb(process.pid):>5.0f} MB"
+                f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; a "
+                f"{batch_file.stat().st_size / MB:.0f} MB batch file of {LINES} lines uploaded with the openai "
+                "SDK; client, API and S3 server share the machine"
             )
+            print(f"{'blob store':16} {'upload':>8} {'MB/s':>6} {'API peak RSS before':>20} {'after':>8}")
+            for name, extra in (("S3 (moto)", s3_env), ("local directory", {})):
+                measure_upload(name, env | extra, work, batch_file)
     finally:
-        for process, _ in apis.values():
-            stop(process)
         stop(s3)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        batch_file.unlink()
+
+
+def measure_upload(name: str, env: dict[str, str], work: Path, batch_file: Path) -> None:
+    """Upload `batch_file` through an API process of its own; print the time and its peak memory."""
+    port = free_port()
+    process = spawn(["api", "--port", str(port)], env, work / f"api-{port}.log")
+    try:
+        wait_for_port(port, process)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=600)
+        client.files.create(file=("warm-up.jsonl", b"{}\n"), purpose="batch")  # first-request imports
+        before = peak_rss_mb(process.pid)
+        started = time.perf_counter()
+        with batch_file.open("rb") as handle:
+            created = client.files.create(file=("requests.jsonl", handle), purpose="batch")
+        elapsed = time.perf_counter() - started
+        print(
+            f"{name:16} {elapsed:>6.1f} s {created.bytes / MB / elapsed:>6.0f} {before:>17.0f} MB "
+            f"{peak_rss_mb(process.pid):>5.0f} MB"
+        )
+    finally:
+        stop(process)
 
 
 if __name__ == "__main__":

@@ -48,13 +48,16 @@ def _upload(client: openai.OpenAI, data: bytes, purpose: str = "vision") -> str:
 
 def _json_edit(client: openai.OpenAI, **body) -> ImagesResponse:
     """The JSON form, sent by the SDK's own client (its `images.edit` always sends multipart)."""
-    return client.post("/images/edits", body={"model": EDIT, "prompt": "a boat on the lake", **body}, cast_to=ImagesResponse)
+    body = {"model": EDIT, "prompt": "a boat on the lake", **body}
+    return client.post("/images/edits", body=body, cast_to=ImagesResponse)
 
 
 def test_a_file_id_as_input_reference_makes_the_same_video_as_the_file_part(client):
     image = _picture((32, 16), seed=4)
     by_id = client.videos.create_and_poll(
-        model=I2V, prompt="the field sways", extra_body={"input_reference": {"file_id": _upload(client, image)}, "seed": 5},
+        model=I2V,
+        prompt="the field sways",
+        extra_body={"input_reference": {"file_id": _upload(client, image)}, "seed": 5},
         poll_interval_ms=50,
     )
     as_part = client.videos.create_and_poll(
@@ -84,7 +87,8 @@ def test_a_masked_json_edit_with_the_mask_by_file_id(client):
         model=EDIT, image=("photo.png", picture, "image/png"), mask=("mask.png", mask, "image/png"),
         prompt="a boat on the lake", extra_body={"seed": 3},
     )
-    as_json = _json_edit(client, images=[{"image_url": _data_url(picture)}], mask={"file_id": _upload(client, mask)}, seed=3)
+    mask_id = _upload(client, mask)
+    as_json = _json_edit(client, images=[{"image_url": _data_url(picture)}], mask={"file_id": mask_id}, seed=3)
     assert as_json.data[0].b64_json == multipart.data[0].b64_json
     # The mask took effect: outside it, the input's own pixels.
     edited = np.asarray(Image.open(io.BytesIO(base64.b64decode(as_json.data[0].b64_json))).convert("RGB"))
@@ -97,7 +101,8 @@ def test_a_json_edit_is_checked_as_a_multipart_one(client, nothing_written):
         _json_edit(client, images=[{"image_url": _data_url(_picture())}], background="transparent")
     assert (error.value.param, error.value.code) == ("background", "unsupported_parameter")
     with pytest.raises(openai.BadRequestError) as error:
-        _json_edit(client, images=[{"image_url": _data_url(_picture())}], mask={"image_url": _data_url(_mask((64, 48)))})
+        wrong_size = _data_url(_mask((64, 48)))
+        _json_edit(client, images=[{"image_url": _data_url(_picture())}], mask={"image_url": wrong_size})
     assert (error.value.param, error.value.code) == ("mask", "invalid_mask")
 
 

@@ -48,7 +48,8 @@ class Stored:
     def snapshot(self) -> tuple[int, set[str]]:
         with self.engine.connect() as connection:
             rows = connection.execute(select(func.count()).select_from(StoredFile)).scalar_one()
-        keys = {item["Key"] for item in self.s3.list_objects_v2(Bucket=self.bucket, Prefix="files/").get("Contents", [])}
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="files/").get("Contents", [])
+        keys = {item["Key"] for item in listed}
         return rows, keys
 
     def backdate_expiry(self, file_id: str) -> None:
@@ -123,7 +124,8 @@ def test_lines_are_counted_as_jsonl_counts_them(client, stored):
 
 def test_the_listing_pages_through_every_file(spawn_api):
     # A key of its own, so no other test's files are listed.
-    client = openai.OpenAI(base_url=spawn_api({"DARKROOM_API_KEYS": "sk-test-lister"}), api_key="sk-test-lister", max_retries=0)
+    key = "sk-test-lister"
+    client = openai.OpenAI(base_url=spawn_api({"DARKROOM_API_KEYS": key}), api_key=key, max_retries=0)
     made = [client.files.create(file=(f"{index}.jsonl", b"{}\n"), purpose="batch").id for index in range(5)]
     vision = client.files.create(file=("a.png", png_bytes(), "image/png"), purpose="vision").id
     newest_first = [vision, *made[::-1]]
@@ -211,7 +213,11 @@ def test_vision_files_are_checked_as_image_uploads(client, nothing_stored, data,
 @pytest.fixture
 def capped(spawn_api) -> openai.OpenAI:
     base_url = spawn_api(
-        {"DARKROOM_MAX_FILE_BYTES": "300000", "DARKROOM_MAX_BATCH_FILE_BYTES": "200000", "DARKROOM_MAX_BATCH_FILE_LINES": "10"}
+        {
+            "DARKROOM_MAX_FILE_BYTES": "300000",
+            "DARKROOM_MAX_BATCH_FILE_BYTES": "200000",
+            "DARKROOM_MAX_BATCH_FILE_LINES": "10",
+        }
     )
     return openai.OpenAI(base_url=base_url, api_key=KEY_A, max_retries=0)
 
@@ -247,7 +253,8 @@ def test_the_413_comes_before_the_rest_of_the_body_is_sent(capped, stored):
     with socket.create_connection((host, port), timeout=30) as connection:
         connection.sendall(
             f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY_A}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {100 * 1024 * 1024}\r\n\r\n".encode()
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {100 * 1024 * 1024}\r\n\r\n".encode()
             + head
             + b"x" * 512 * 1024
         )

@@ -44,7 +44,8 @@ def test_file_parts_and_references_become_the_same_refs():
         [ImageRef("image", file=image)], ImageRef("mask", file=mask)
     )
     request = body(images=[{"image_url": URL}, {"file_id": "file-1"}])
-    assert refs(request) == EditRefs([ImageRef("images[0]", image_url=URL), ImageRef("images[1]", file_id="file-1")], None)
+    expected = [ImageRef("images[0]", image_url=URL), ImageRef("images[1]", file_id="file-1")]
+    assert refs(request) == EditRefs(expected, None)
     masked = body(images=[{"file_id": "file-1"}], mask={"image_url": "data:image/png;base64,AAAA"})
     assert refs(masked).mask == ImageRef("mask", image_url="data:image/png;base64,AAAA")
 

@@ -163,7 +163,11 @@ def test_a_file_id_reads_the_owners_image_file(services):
     ],
 )
 def test_a_file_id_that_is_not_the_owners_image_is_refused_naming_the_field(services, case, status, code):
-    data = {"not an image": b'{"custom_id": 1}', "too many pixels": png_bytes((65, 64)), "too many bytes": b"x" * (MAX_BYTES + 1)}
+    data = {
+        "not an image": b'{"custom_id": 1}',
+        "too many pixels": png_bytes((65, 64)),
+        "too many bytes": b"x" * (MAX_BYTES + 1),
+    }
     file_id = _stored_file(
         services,
         data.get(case, PNG),

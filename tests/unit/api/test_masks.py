@@ -92,9 +92,8 @@ def check(data: bytes, spec=EDIT, images=None) -> Upload:
     images = images if images is not None else [image_upload()]
     check_takes_mask(spec, image_count=len(images), settings=SETTINGS)
     upload = UploadFile(io.BytesIO(data), filename="mask.png")
-    mask = asyncio.run(
-        read_image_upload(upload, field="mask", max_bytes=SETTINGS.max_upload_bytes, max_pixels=SETTINGS.max_upload_pixels)
-    )
+    limits = {"max_bytes": SETTINGS.max_upload_bytes, "max_pixels": SETTINGS.max_upload_pixels}
+    mask = asyncio.run(read_image_upload(upload, field="mask", **limits))
     return check_mask(mask, image=images[0])
 
 

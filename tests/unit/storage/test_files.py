@@ -21,7 +21,9 @@ def owner() -> str:
     return "owner-" + secrets.token_hex(4)
 
 
-def _file(session, owner: str, *, purpose: str = FilePurpose.BATCH, expires_in: timedelta | None = None, **values) -> str:
+def _file(
+    session, owner: str, *, purpose: str = FilePurpose.BATCH, expires_in: timedelta | None = None, **values
+) -> str:
     file_id = files.new_file_id()
     files.create(
         session,
