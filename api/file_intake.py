@@ -13,6 +13,7 @@ purpose's caps chunk by chunk on the way to the blob store.
 from __future__ import annotations
 
 import re
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -176,16 +177,17 @@ async def receive_file(request: Request, settings: Settings, blobs: BlobStore, k
     intake: _FileIntake | None = None
     ended = False
     try:
-        async for part in multipart_parts(request):
-            if isinstance(part, TextField):
-                _add_field(fields, part)
-            elif isinstance(part, FileStart):
-                intake = _start_file(intake, part, fields, settings, blobs, key)
-            elif isinstance(part, FileChunk):
-                await intake.write(part.data)
-            else:
-                await intake.finish()
-                ended = True
+        async with aclosing(multipart_parts(request)) as parts:
+            async for part in parts:
+                if isinstance(part, TextField):
+                    _add_field(fields, part)
+                elif isinstance(part, FileStart):
+                    intake = _start_file(intake, part, fields, settings, blobs, key)
+                elif isinstance(part, FileChunk):
+                    await intake.write(part.data)
+                else:
+                    await intake.finish()
+                    ended = True
         if intake is None:
             missing = "file" if "purpose" in fields else "purpose"
             raise bad_request(
@@ -237,7 +239,8 @@ def _start_file(
             code="missing_required_parameter",
         )
     purpose = parse_purpose(fields["purpose"])
-    _lifetime(purpose, fields)  # an expires_after sent before the file is refused before it, too
+    if all(name in fields for name in _EXPIRES_AFTER):
+        _lifetime(purpose, fields)  # an expires_after sent before the file is refused before it, too
     return _FileIntake(start, purpose, settings, blobs, key)
 
 

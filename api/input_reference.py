@@ -38,7 +38,6 @@ from storage.models import FilePurpose
 
 PARAM = "input_reference"
 URL_PARAM = "input_reference.image_url"
-FILE_ID_PARAM = "input_reference.file_id"
 HOW_TO_SEND = (
     "Send the image as the file part 'input_reference', or as 'input_reference[image_url]' with "
     "an https URL or a data:image/...;base64, URL, or as 'input_reference[file_id]' naming a file "

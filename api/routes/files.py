@@ -56,9 +56,19 @@ def _record(services: Services, owner: str, file_id: str, received: ReceivedFile
             session.commit()
         except BaseException:
             session.rollback()
-            services.blobs.delete(files.blob_key(file_id))
+            _delete_blob(services, file_id)
             raise
     return stored
+
+
+def _delete_blob(services: Services, file_id: str) -> bool:
+    """Delete the file's blob; False (and a warning) if the store failed."""
+    try:
+        services.blobs.delete(files.blob_key(file_id))
+    except Exception as error:  # noqa: BLE001 - S3 and filesystem errors share no base class
+        log.warning("file %s: its blob could not be deleted (%s)", file_id, error)
+        return False
+    return True
 
 
 def _get_file(session: Session, file_id: str, owner: str) -> StoredFile:
@@ -111,11 +121,8 @@ def delete_file(file_id: str, services: ServicesDep, session: SessionDep, owner:
     # Expired first: from this moment no route and no `file_id` reference can reach it.
     if not files.expire_now(session, file_id):
         raise not_found("file", file_id, param="file_id")  # another request deleted it meanwhile
-    try:
-        services.blobs.delete(files.blob_key(file_id))
-    except Exception as error:  # noqa: BLE001 - S3 and filesystem errors share no base class
-        # Deleted for the caller all the same: the sweeper deletes the blob of an expired file.
-        log.warning("file %s: its blob could not be deleted now (%s); the sweeper will", file_id, error)
-        return FileDeleted(id=file_id)
-    files.mark_deleted(session, file_id)
+    # Deleted for the caller either way: if the store is away, the sweeper deletes the blob of an
+    # expired file later.
+    if _delete_blob(services, file_id):
+        files.mark_deleted(session, file_id)
     return FileDeleted(id=file_id)

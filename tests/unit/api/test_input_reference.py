@@ -15,7 +15,6 @@ from starlette.datastructures import UploadFile
 from api.errors import APIError
 from api.deps import Services
 from api.input_reference import (
-    FILE_ID_PARAM,
     URL_PARAM,
     ImageRef,
     decode_data_url,
@@ -63,7 +62,7 @@ def test_no_reference_a_file_part_or_an_image_url():
 @pytest.mark.parametrize(
     "fields,files,status,param,code",
     [
-        ({"input_reference": {"file_id": " "}}, 0, 400, FILE_ID_PARAM, "missing_required_parameter"),
+        ({"input_reference": {"file_id": " "}}, 0, 400, "input_reference.file_id", "missing_required_parameter"),
         ({"input_reference": {"file_id": "file-1", "image_url": "https://example.com/a.png"}}, 0, 400,
          "input_reference", "invalid_value"),
         ({"input_reference": {}}, 0, 400, URL_PARAM, "missing_required_parameter"),
