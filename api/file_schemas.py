@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from api.schemas import ListPage
 from storage.models import StoredFile
 
 
@@ -33,12 +34,7 @@ class FileObject(BaseModel):
         )
 
 
-class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+FileList = ListPage[FileObject]
 
 
 class FileDeleted(BaseModel):

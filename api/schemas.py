@@ -3,7 +3,8 @@ misspelt extension parameter is a 400 rather than silently ignored."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,6 +13,7 @@ from pipelines.spec.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
 from pipelines.spec.params import JobParams
 from storage.models import Job, JobStatus
 
+Item = TypeVar("Item", bound=BaseModel)
 Prompt = Annotated[str, Field(max_length=10_000)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Steps = Annotated[int, Field(ge=1, le=200)]
@@ -169,12 +171,29 @@ class Video(BaseModel):
         )
 
 
-class VideoList(BaseModel):
+class ListPage(BaseModel, Generic[Item]):
+    """A page of a cursor listing, in the shape both of the SDK's pages read: it follows `last_id`
+    for videos, and the last item's id for files and batches; they are the same id."""
+
     object: Literal["list"] = "list"
-    data: list[Video]
+    data: list[Item]
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], limit: int, item: Callable[[Any], Item]) -> ListPage[Item]:
+        """The page for `rows`, fetched as up to `limit + 1`: one more than fits means there is more."""
+        page = rows[:limit]
+        return cls(
+            data=[item(row) for row in page],
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+            has_more=len(rows) > limit,
+        )
+
+
+VideoList = ListPage[Video]
 
 
 class VideoDeleted(BaseModel):

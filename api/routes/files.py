@@ -93,13 +93,7 @@ def list_files(
         if cursor is None:
             raise bad_request(f"No file found with id '{after}' to list after.", param="after")
     rows = files.list_visible(session, owner=owner, limit=limit + 1, order=order, purpose=purpose, after=cursor)
-    page = rows[:limit]
-    return FileList(
-        data=[FileObject.from_row(stored) for stored in page],
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(rows) > limit,
-    )
+    return FileList.of(rows, limit, FileObject.from_row)
 
 
 @router.get("/{file_id}", response_model=FileObject)
