@@ -40,6 +40,7 @@ chaos: install services
 bench: install services
 	$(PY) -m bench.overhead
 	$(PY) -m bench.content
+	$(PY) -m bench.file_upload
 	$(PY) -m bench.cache
 
 clean:

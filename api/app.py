@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.request_context import DarkroomAPI
-from api.routes import events, health, images, metrics, models, videos
+from api.routes import events, files, health, images, metrics, models, videos
 from darkroom.settings import Settings, get_settings
 from storage.blobs import make_blob_store
 from storage.db import make_engine, make_session_factory
@@ -47,6 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.state.metrics_registry = metrics.make_registry(app.state.services)
-    for router in (videos.router, images.router, events.router, models.router, health.router, metrics.router):
+    for router in (
+        videos.router,
+        images.router,
+        files.router,
+        events.router,
+        models.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
     return app

@@ -3,7 +3,8 @@ misspelt extension parameter is a 400 rather than silently ignored."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,6 +13,7 @@ from pipelines.spec.lora_names import MAX_SCALE, MIN_SCALE, check_lora_name
 from pipelines.spec.params import JobParams
 from storage.models import Job, JobStatus
 
+Item = TypeVar("Item", bound=BaseModel)
 Prompt = Annotated[str, Field(max_length=10_000)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Steps = Annotated[int, Field(ge=1, le=200)]
@@ -60,10 +62,10 @@ class GenerationExtensions(StrictRequest):
     webhook_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
-class InputReference(BaseModel):
-    """`input_reference` as an object: the SDK's `extra_body` sends it as the form fields
-    `input_reference[image_url]` / `input_reference[file_id]`, JSON callers as an object. (The
-    file-part form never reaches the model: it arrives as an upload.)"""
+class ImageReference(BaseModel):
+    """An input image named by reference (api/input_reference.py): `input_reference` on a video,
+    an edit's `images[]` and `mask` in its JSON form. Form fields (`input_reference[image_url]`,
+    from the SDK's `extra_body`) arrive as the same object. Exactly one of the two is sent."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +79,7 @@ class VideoCreateRequest(GenerationExtensions):
     model: str | None = None
     seconds: str | None = None
     size: str | None = None
-    input_reference: InputReference | None = None
+    input_reference: ImageReference | None = None
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -118,6 +120,9 @@ class ImageGenerateRequest(ImageRequestBase):
 
 
 class ImageEditRequest(ImageRequestBase):
+    # The JSON form's images and mask; multipart sends them as the file parts `image` and `mask`.
+    images: Annotated[list[ImageReference], Field(min_length=1, max_length=16)] | None = None
+    mask: ImageReference | None = None
     input_fidelity: Literal["high", "low"] | None = None
     # Extension, masked edits only: how far the masked area is re-noised (diffusers' `strength`);
     # 1 repaints it from noise. None: the model's default (shown on /v1/models).
@@ -166,12 +171,29 @@ class Video(BaseModel):
         )
 
 
-class VideoList(BaseModel):
+class ListPage(BaseModel, Generic[Item]):
+    """A page of a cursor listing, in the shape both of the SDK's pages read: it follows `last_id`
+    for videos, and the last item's id for files and batches; they are the same id."""
+
     object: Literal["list"] = "list"
-    data: list[Video]
+    data: list[Item]
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], limit: int, item: Callable[[Any], Item]) -> ListPage[Item]:
+        """The page for `rows`, fetched as up to `limit + 1`: one more than fits means there is more."""
+        page = rows[:limit]
+        return cls(
+            data=[item(row) for row in page],
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+            has_more=len(rows) > limit,
+        )
+
+
+VideoList = ListPage[Video]
 
 
 class VideoDeleted(BaseModel):

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     image_url_timeout_s: float = 10.0
     image_url_allow_http: bool = False
     image_url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # `POST /v1/files`: a file of any purpose, and a `batch` file's own caps (a `vision` file's
+    # are the image limits above); past one the upload is a 413 at once, and nothing is kept.
+    max_file_bytes: Annotated[int, Field(ge=1)] = 512 * 1024 * 1024
+    max_batch_file_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    max_batch_file_lines: Annotated[int, Field(ge=1)] = 50_000
     # A running job's row is read this often for a cancel (so the GPU stops within about a step)
     # and its progress and heartbeat are written every `heartbeat_interval_s`, all off the
     # denoising thread.

@@ -5,7 +5,9 @@ job can never be marked completed without its output. `tests/unit/storage/test_b
 contract suite against both.
 
 Reads stream: `iter_chunks` yields a blob, or a byte range of it, a chunk at a time (S3 with a
-`Range` GET, a file with a seek), so serving a large video never holds it whole in memory.
+`Range` GET, a file with a seek), so serving a large video never holds it whole in memory. So can
+writes: `put_stream` stores chunks as an iterator yields them (S3 through boto3's managed multipart
+upload, a file written then renamed), and stores nothing if the iterator raises.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 CHUNK_SIZE = 1024 * 1024
+# A streamed S3 upload holds at most this many parts of this size in memory (S3's parts are 5 MiB
+# at least): about 32 MiB per upload, however large the blob.
+STREAM_PART_SIZE = 8 * 1024 * 1024
+STREAM_PARTS_IN_MEMORY = 2
 
 
 class BlobNotFound(KeyError):
@@ -37,6 +43,9 @@ class BlobInfo:
 
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    # The bytes `chunks` yields, stored as they come, never held whole; their total size. If the
+    # iterator raises, the error propagates and nothing is stored under `key`.
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int: ...
     def get(self, key: str) -> bytes: ...
     def head(self, key: str) -> BlobInfo: ...
     # Bytes [start, end) of the blob, as in slicing; end=None reads to the end. Callers pass a
@@ -76,6 +85,23 @@ class LocalBlobStore:
             handle.write(data)
         os.replace(handle.name, path)
         path.with_name(path.name + ".content-type").write_text(content_type)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            try:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                handle.close()
+                os.unlink(handle.name)
+                raise
+        os.replace(handle.name, path)
+        path.with_name(path.name + ".content-type").write_text(content_type)
+        return size
 
     def get(self, key: str) -> bytes:
         try:
@@ -159,6 +185,23 @@ class S3BlobStore:
             Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
         )
 
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=STREAM_PART_SIZE,
+            multipart_chunksize=STREAM_PART_SIZE,
+            max_concurrency=STREAM_PARTS_IN_MEMORY,
+            preferred_transfer_client="classic",
+        )
+        config.max_in_memory_upload_chunks = STREAM_PARTS_IN_MEMORY
+        reader = _ChunkReader(chunks)
+        # A reader that raises makes the transfer abort its multipart upload: no part is kept.
+        self.client.upload_fileobj(
+            reader, self.bucket, self._key(key), ExtraArgs={"ContentType": content_type}, Config=config
+        )
+        return reader.size
+
     def get(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
 
@@ -202,6 +245,29 @@ class S3BlobStore:
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+
+class _ChunkReader:
+    """The file-like `read` boto3's upload asks for, over an iterator of chunks. Not seekable on
+    purpose: boto3 then reads it once, part by part, instead of looking for its size first."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+            self.size += len(chunk)
+        taken = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:taken])  # one copy of the part, not two
+        del self._buffer[:taken]
+        return data
 
 
 def _body_chunks(body, chunk_size: int) -> Iterator[bytes]:

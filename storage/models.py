@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -200,3 +201,38 @@ class Worker(Base):
     memory: Mapped[dict[str, dict[str, int]]] = mapped_column(JSON, default=dict)
     # Cumulative duration histograms of the jobs this process ran: see `darkroom.telemetry`.
     histograms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class FilePurpose(StrEnum):
+    BATCH = "batch"  # a batch's JSONL request lines
+    VISION = "vision"  # an image, checked as an upload is, referenced later by `file_id`
+    USER_DATA = "user_data"  # any bytes; checked as an image when referenced as one
+    # Written by Darkroom only (a batch's output and error files), never accepted from a client.
+    BATCH_OUTPUT = "batch_output"
+
+
+class StoredFile(Base):
+    """A file of the Files API: its bytes in the blob store (`storage.files.blob_key`), this row
+    saying whose they are, what for and until when. Every change goes through `storage.files`;
+    the row is only ever marked deleted."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-<24 hex>
+    owner: Mapped[str] = mapped_column(String(64))  # the key's fingerprint, as on jobs
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(100))
+    # Lines of a `batch` file, counted as it was uploaded; NULL for other purposes.
+    line_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # NULL: kept until deleted. Past it, the file is gone for every caller; the sweeper then
+    # deletes its blob and sets `deleted_at`.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_files_owner_created", "owner", "created_at", "id"),
+        Index("ix_files_expiry", "deleted_at", "expires_at"),
+    )

@@ -1,6 +1,7 @@
-"""Result retention, run by the sweeper: a completed job's blobs are deleted once its `expires_at`
-has passed, and the job is marked expired, so `/content` can say "expired" rather than "not
-found". The row itself stays as the record of what ran."""
+"""Retention, run by the sweeper: a completed job's blobs are deleted once its `expires_at` has
+passed, and the job is marked expired, so `/content` can say "expired" rather than "not found";
+a file of the Files API past its `expires_at` (already invisible to every caller) has its blob
+deleted, then its row marked deleted. The rows themselves stay as the record of what was kept."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from storage import jobs, overdue
+from storage import files, jobs, overdue
 from storage.blobs import BlobStore
 
 log = logging.getLogger("darkroom.retention")
@@ -32,6 +33,25 @@ def expire_results(session: Session, blobs: BlobStore, *, batch: int) -> int:
     if expired:
         log.info("expired the results of %d jobs", expired)
     return expired
+
+
+def delete_expired_files(session: Session, blobs: BlobStore, *, batch: int) -> int:
+    """Delete the blobs of up to `batch` files past their expiry (or deleted by a request that
+    could not reach the store); how many were deleted."""
+    due = files.past_expiry(session, limit=batch)
+    session.rollback()  # no transaction stays open while the blob store is called
+    deleted = 0
+    for file_id in due:
+        try:
+            blobs.delete(files.blob_key(file_id))
+        except Exception as error:  # noqa: BLE001 - S3 and filesystem errors share no base class
+            log.warning("could not delete the blob of file %s: %s", file_id, error)
+            break  # the store is away: the next tick tries again
+        if files.mark_deleted(session, file_id):
+            deleted += 1
+    if deleted:
+        log.info("deleted %d expired files", deleted)
+    return deleted
 
 
 def attempt_prefixes(job_id: str, attempt: int) -> tuple[str, str]:

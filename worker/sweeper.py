@@ -10,8 +10,8 @@ again wherever the truth says a ring went missing:
 - a queued job published long ago while its model's queue is empty lost its message (a broker
   restart without persistence) and is published again;
 - a webhook event that is due is handed to the webhook queue;
-- a completed job past its retention has its blobs deleted (`worker/retention.py`), and rows of
-  workers silent for `worker_forget_after_s` are dropped.
+- a completed job past its retention has its blobs deleted, and so has a file past its expiry
+  (`worker/retention.py`); rows of workers silent for `worker_forget_after_s` are dropped.
 
 What to repair is looked up by the named queries of storage/overdue.py and
 storage/webhook_events.py; every change is a compare-and-set there or in storage/jobs.py, and a
@@ -36,7 +36,7 @@ from storage import jobs, overdue, webhook_events, workers
 from storage.blobs import BlobStore
 from worker.celery_app import publish_generate, publish_webhook, queue_for, queue_length
 from worker.presence import Presence
-from worker.retention import attempt_prefixes, delete_blobs, expire_results
+from worker.retention import attempt_prefixes, delete_blobs, delete_expired_files, expire_results
 
 log = logging.getLogger("darkroom.sweeper")
 
@@ -51,6 +51,7 @@ class Sweep:
     republished: int = 0  # queued jobs whose message was lost, published again
     webhooks: int = 0  # due webhook events handed to the webhook queue
     expired: int = 0  # completed jobs past their retention whose blobs were deleted
+    files_deleted: int = 0  # files past their expiry whose blobs were deleted
 
     def __bool__(self) -> bool:
         return any(getattr(self, field.name) for field in fields(self))
@@ -94,6 +95,7 @@ class Sweeper:
             sweep.republished = self._republish_lost_messages(session)
             sweep.webhooks = self._dispatch_due_webhooks(session)
             sweep.expired = expire_results(session, self.blobs, batch=BATCH)
+            sweep.files_deleted = delete_expired_files(session, self.blobs, batch=BATCH)
             workers.forget_older_than(session, timedelta(seconds=self.settings.worker_forget_after_s))
         return sweep
 

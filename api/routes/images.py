@@ -13,12 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.bodies import Upload, read_body, read_image_upload
+from api.bodies import Upload, read_body
 from api.content import ensure_servable, stream_blob
 from api.deps import OwnerDep, Services, ServicesDep, SessionDep, get_owned_job, idempotency_key
+from api.edit_inputs import edit_refs
 from api.errors import APIError, bad_request
 from api.image_stream import stream_image_job
-from api.masks import read_mask
+from api.input_reference import read_reference
+from api.masks import check_mask
 from api.schemas import ErrorObject, ImageData, ImageEditRequest, ImageGenerateRequest, ImageJob, ImagesResponse
 from api.submission.model_choice import parse_size, resolve_model
 from api.submission.params import check_inputs, image_params
@@ -59,27 +61,16 @@ async def create_image(request: Request, services: ServicesDep, session: Session
 
 @router.post("/edits", response_model=ImagesResponse, response_model_exclude_none=True)
 async def edit_image(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep):
+    """Multipart (the SDK's form, file parts) or JSON (`images` and `mask` as references): both
+    become the same references, then the same uploads (api/edit_inputs.py)."""
     settings = services.settings
-    body, files = await read_body(
+    body, parts = await read_body(
         request, ImageEditRequest, file_fields=("image", "mask"), max_bytes=settings.max_upload_bytes
     )
     spec = resolve_model(services, body.model, Family.IMAGE_EDIT)
-    images, masks = files.get("image", []), files.get("mask", [])
-    if not images:
-        raise bad_request("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
-    if len(images) > spec.max_input_images:
-        raise bad_request(
-            f"The model '{spec.name}' takes at most {spec.max_input_images} images; got {len(images)}.",
-            param="image",
-        )
-    if len(masks) > 1:
-        raise bad_request(f"Send one mask, not {len(masks)}.", param="mask")
-    uploads: list[Upload] = [
-        await read_image_upload(
-            image, field="image", max_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels
-        )
-        for image in images
-    ]
+    json_body = request.headers.get("content-type", "").startswith("application/json")
+    refs = edit_refs(body, parts, spec, settings, json_body=json_body)
+    uploads: list[Upload] = [await read_reference(ref, services, owner) for ref in refs.images]
     check_inputs(spec, uploads)
     # Without a size, the output follows the first image's aspect ratio (SizeRule.fit).
     size = (
@@ -88,9 +79,9 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
         else spec.size.fit(uploads[0].width, uploads[0].height)
     )
     # The mask is stored as the last input.
-    params = image_params(settings, spec, body, size, mask_input=len(uploads) if masks else None)
-    if masks:
-        uploads.append(await read_mask(masks[0], spec=spec, images=uploads, settings=settings))
+    params = image_params(settings, spec, body, size, mask_input=len(uploads) if refs.mask else None)
+    if refs.mask is not None:
+        uploads.append(check_mask(await read_reference(refs.mask, services, owner), image=uploads[0]))
     job = await run_in_threadpool(
         submit,
         services,

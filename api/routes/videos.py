@@ -55,7 +55,7 @@ async def create_video(request: Request, services: ServicesDep, session: Session
     length = video_length(spec, body.seconds)
     # The size is checked before the image is fetched: a bad request costs no download.
     size = parse_size(spec, body.size) if body.size not in (None, "auto") else None
-    uploads = [await read_reference(reference, settings)] if reference is not None else []
+    uploads = [await read_reference(reference, services, owner)] if reference is not None else []
     check_inputs(spec, uploads)
     if size is None:
         # An image-to-video model runs at its trained area, in the input image's aspect ratio.
@@ -116,13 +116,7 @@ def list_videos(
         query = query.where(position > cursor_position if order == "asc" else position < cursor_position)
     sort = (Job.created_at.asc(), Job.id.asc()) if order == "asc" else (Job.created_at.desc(), Job.id.desc())
     rows = list(session.scalars(query.order_by(*sort).limit(limit + 1)))
-    page = rows[:limit]
-    return VideoList(
-        data=[Video.from_job(job) for job in page],
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(rows) > limit,
-    )
+    return VideoList.of(rows, limit, Video.from_job)
 
 
 @router.delete("/{video_id}", response_model=VideoDeleted)

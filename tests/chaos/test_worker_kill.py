@@ -80,12 +80,19 @@ def test_a_worker_killed_mid_denoise_loses_no_job_and_runs_none_twice(launch, s3
     feeder.start()
 
     kills: list[tuple[str, str, float]] = []  # (job id, worker name, wall-clock time of the kill)
+    # Kills that landed after their job had completed (a loaded machine can deschedule this thread
+    # between seeing the job denoise and the kill): the job may then be logged 0 times, its worker
+    # killed between its completing write and its log line. They do not count as kills.
+    late: list[str] = []
     restart_s: list[float] = []
     try:
-        for _ in range(KILLS):
+        while len(kills) < KILLS:
             job_id, name = _wait_for_a_denoising_job(stack, book, submitted)
             stack.kill(name)
-            kills.append((job_id, name, time.time()))
+            if book.rows([job_id])[job_id].status == "completed":
+                late.append(job_id)
+            else:
+                kills.append((job_id, name, time.time()))
             started = time.monotonic()
             stack.start_worker(name)
             restart_s.append(time.monotonic() - started)
@@ -107,7 +114,11 @@ def test_a_worker_killed_mid_denoise_loses_no_job_and_runs_none_twice(launch, s3
     lost = [
         job_id for job_id in submitted if job_id not in rows or rows[job_id].status not in TERMINAL
     ]
-    logged_wrong = {job_id: completions[job_id] for job_id in submitted if completions[job_id] != 1}
+    logged_wrong = {
+        job_id: completions[job_id]
+        for job_id in submitted
+        if completions[job_id] != 1 and not (job_id in late and completions[job_id] == 0)
+    }
     sets_wrong = {
         job_id: sorted(sets.get(job_id, ()))
         for job_id in submitted
@@ -122,6 +133,7 @@ def test_a_worker_killed_mid_denoise_loses_no_job_and_runs_none_twice(launch, s3
     report(
         "kill-9",
         kills=len(kills),
+        late_kills=len(late),
         jobs=len(submitted),
         steps=steps,
         completed=sum(row.status == "completed" for row in rows.values()),

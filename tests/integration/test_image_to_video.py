@@ -143,7 +143,7 @@ def test_a_fetched_url_makes_the_video(allowing_client, client, image_host):
         ({"extra_body": {"input_reference": {"image_url": "data:image/png;base64,!!"}}}, 400, URL_PARAM, "invalid_image_url"),
         ({"extra_body": {"input_reference": {"image_url": "data:image/png;base64," + base64.b64encode(b"hello").decode()}}},
          400, URL_PARAM, "invalid_image"),
-        ({"extra_body": {"input_reference": {"file_id": "file_abc"}}}, 400, "input_reference.file_id", "unsupported_parameter"),
+        ({"extra_body": {"input_reference": {"file_id": "file-abc"}}}, 404, "input_reference.file_id", "not_found"),
         ({"extra_body": {"input_reference": {"url": "https://example.com"}}}, 400, "input_reference.url", "unknown_parameter"),
         ({"input_reference": ("ref.gif", b"GIF89a", "image/gif")}, 400, "input_reference", "invalid_image"),
         ({"input_reference": ("ref.png", IMAGE, "image/png"), "extra_body": {"input_reference": {"image_url": DATA_URL}}},

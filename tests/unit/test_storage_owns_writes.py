@@ -1,5 +1,5 @@
 """Every write to the tables storage/ owns (`jobs`, `webhook_events`, `webhook_deliveries`,
-`workers`) is made in storage/, where each is a named compare-and-set: no module of api/, worker/
+`workers`, `files`) is made in storage/, where each is a named compare-and-set: no module of api/, worker/
 or darkroom/ builds an UPDATE, INSERT or DELETE, nor adds, merges or deletes one of those rows
 through its session. Read from the source (ast); nothing is imported.
 
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED = ("api", "darkroom", "worker")
-OWNED_MODELS = frozenset({"Job", "WebhookEvent", "WebhookDelivery", "Worker"})
+OWNED_MODELS = frozenset({"Job", "WebhookEvent", "WebhookDelivery", "Worker", "StoredFile"})
 SQL_WRITES = frozenset({"update", "insert", "delete"})
 SESSION_WRITES = frozenset({"add", "add_all", "merge", "delete"})
 
@@ -135,7 +135,7 @@ def writes_outside_storage(path: Path, root: Path = ROOT) -> list[str]:
 @pytest.mark.parametrize("package", CHECKED)
 def test_writes_to_storage_tables_are_made_in_storage(package):
     found = [write for path in sorted((ROOT / package).rglob("*.py")) for write in writes_outside_storage(path)]
-    assert found == [], "write these through a named function of storage/ (jobs, webhook_events, workers)"
+    assert found == [], "write these through a named function of storage/ (jobs, webhook_events, workers, files)"
 
 
 WRITES = """

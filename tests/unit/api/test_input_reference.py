@@ -1,5 +1,6 @@
-"""`input_reference` on video creates: which form the request used, data: URLs, and fetching
-an image URL within the limits through the SSRF-safe client, against a real local HTTP server."""
+"""Images named by reference (`input_reference` on video creates, an edit's JSON images and mask):
+which form the request used, data: URLs, a file of the caller's by `file_id`, and fetching an image
+URL within the limits through the SSRF-safe client, against a real local HTTP server."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.errors import APIError
+from api.deps import Services
 from api.input_reference import (
-    FILE_ID_PARAM,
     URL_PARAM,
-    ReferenceSource,
+    ImageRef,
     decode_data_url,
     fetch_image,
     read_reference,
@@ -23,6 +24,9 @@ from api.input_reference import (
 from api.schemas import VideoCreateRequest
 from bench.processes import wait_until
 from darkroom.settings import Settings
+from storage import files
+from storage.blobs import LocalBlobStore
+from storage.models import FilePurpose
 from tests.image_server import png_bytes, serve_images
 
 PNG = png_bytes((32, 16))
@@ -48,15 +52,19 @@ def refused(call, *args, **kwargs) -> APIError:
 def test_no_reference_a_file_part_or_an_image_url():
     assert reference_source(body(), {}) is None
     part = upload()
-    assert reference_source(body(), {"input_reference": [part]}) == ReferenceSource(file=part)
+    assert reference_source(body(), {"input_reference": [part]}) == ImageRef("input_reference", file=part)
     named = body(input_reference={"image_url": " https://example.com/a.png "})
-    assert reference_source(named, {}) == ReferenceSource(image_url="https://example.com/a.png")
+    assert reference_source(named, {}) == ImageRef("input_reference", image_url="https://example.com/a.png")
+    by_id = body(input_reference={"file_id": "file-abc"})
+    assert reference_source(by_id, {}) == ImageRef("input_reference", file_id="file-abc")
 
 
 @pytest.mark.parametrize(
     "fields,files,status,param,code",
     [
-        ({"input_reference": {"file_id": "file_123"}}, 0, 400, FILE_ID_PARAM, "unsupported_parameter"),
+        ({"input_reference": {"file_id": " "}}, 0, 400, "input_reference.file_id", "missing_required_parameter"),
+        ({"input_reference": {"file_id": "file-1", "image_url": "https://example.com/a.png"}}, 0, 400,
+         "input_reference", "invalid_value"),
         ({"input_reference": {}}, 0, 400, URL_PARAM, "missing_required_parameter"),
         ({"input_reference": {"image_url": "  "}}, 0, 400, URL_PARAM, "missing_required_parameter"),
         ({"input_reference": {"image_url": "https://example.com/a.png"}}, 1, 400, "input_reference", "invalid_value"),
@@ -66,8 +74,6 @@ def test_no_reference_a_file_part_or_an_image_url():
 def test_references_that_cannot_be_used_are_refused_naming_the_field(fields, files, status, param, code):
     error = refused(reference_source, body(**fields), {"input_reference": [upload() for _ in range(files)]})
     assert (error.status, error.param, error.code) == (status, param, code)
-    if param == FILE_ID_PARAM:
-        assert "no Files API" in error.message and "input_reference[image_url]" in error.message
 
 
 def test_an_unknown_field_in_the_object_is_a_validation_error():
@@ -97,17 +103,82 @@ def test_bad_data_urls_are_refused(url, status, code):
     assert (error.status, error.param, error.code) == (status, URL_PARAM, code)
 
 
-def test_read_reference_validates_a_data_url_image_like_an_upload():
-    settings = Settings(max_upload_bytes=MAX_BYTES)
+@pytest.fixture
+def services(sessions, tmp_path) -> Services:
+    settings = Settings(max_upload_bytes=MAX_BYTES, max_upload_pixels=64 * 64)
+    return Services(settings, sessions, LocalBlobStore(tmp_path / "blobs"), celery=None, started_at=0)
+
+
+def read(ref: ImageRef, services: Services, owner: str = "owner-a"):
+    return asyncio.run(read_reference(ref, services, owner))
+
+
+def test_read_reference_validates_a_data_url_image_like_an_upload(services):
     url = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    image = asyncio.run(read_reference(ReferenceSource(image_url=url), settings))
+    image = read(ImageRef("input_reference", image_url=url), services)
     assert (image.data, image.content_type, image.width, image.height) == (PNG, "image/png", 32, 16)
     not_an_image = "data:image/png;base64," + base64.b64encode(b"GIF89a nope").decode()
     with pytest.raises(APIError) as error:
-        asyncio.run(read_reference(ReferenceSource(image_url=not_an_image), settings))
+        read(ImageRef("input_reference", image_url=not_an_image), services)
     assert (error.value.param, error.value.code) == (URL_PARAM, "invalid_image")
-    part = asyncio.run(read_reference(ReferenceSource(file=upload()), settings))
+    part = read(ImageRef("input_reference", file=upload()), services)
     assert (part.field, part.width) == ("input_reference", 32)
+
+
+def test_the_param_names_where_the_reference_is():
+    error = refused(decode_data_url, "data:image/png;base64,!!", max_bytes=MAX_BYTES, param="images[2].image_url")
+    assert (error.param, error.code) == ("images[2].image_url", "invalid_image_url")
+    assert "images[2].image_url" in error.message
+
+
+def _stored_file(services: Services, data: bytes, *, purpose=FilePurpose.VISION, owner="owner-a") -> str:
+    file_id = files.new_file_id()
+    services.blobs.put(files.blob_key(file_id), data, "image/png")
+    with services.sessions() as session:
+        files.create(
+            session, file_id=file_id, owner=owner, purpose=purpose, filename="a.png", size=len(data),
+            content_type="image/png", expires_at=None,
+        )
+        session.commit()
+    return file_id
+
+
+def test_a_file_id_reads_the_owners_image_file(services):
+    for purpose in (FilePurpose.VISION, FilePurpose.USER_DATA):
+        image = read(ImageRef("mask", file_id=_stored_file(services, PNG, purpose=purpose)), services)
+        assert (image.field, image.data, image.content_type, image.width) == ("mask.file_id", PNG, "image/png", 32)
+
+
+@pytest.mark.parametrize(
+    "case,status,code",
+    [
+        ("another key's", 404, "not_found"),
+        ("unknown", 404, "not_found"),
+        ("deleted", 404, "not_found"),
+        ("batch", 400, "invalid_file_purpose"),
+        ("not an image", 400, "invalid_image"),
+        ("too many pixels", 400, "image_too_large"),
+        ("too many bytes", 413, "file_too_large"),
+    ],
+)
+def test_a_file_id_that_is_not_the_owners_image_is_refused_naming_the_field(services, case, status, code):
+    data = {
+        "not an image": b'{"custom_id": 1}',
+        "too many pixels": png_bytes((65, 64)),
+        "too many bytes": b"x" * (MAX_BYTES + 1),
+    }
+    file_id = _stored_file(
+        services,
+        data.get(case, PNG),
+        purpose=FilePurpose.BATCH if case == "batch" else FilePurpose.USER_DATA,
+        owner="owner-b" if case == "another key's" else "owner-a",
+    )
+    if case == "deleted":
+        with services.sessions() as session:
+            files.expire_now(session, file_id)
+    with pytest.raises(APIError) as error:
+        read(ImageRef("images[1]", file_id="file-unknown" if case == "unknown" else file_id), services)
+    assert (error.value.status, error.value.param, error.value.code) == (status, "images[1].file_id", code)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from api.bodies import Upload
+from api.bodies import Upload, read_image_upload
 from api.errors import APIError
-from api.masks import read_mask
+from api.masks import check_mask, check_takes_mask
 from darkroom.settings import Settings
 from pipelines.spec.masks import edits_anything, keep_unmasked, repaint_area
 from pipelines.spec.registry import get_model
@@ -88,9 +88,13 @@ def left_half_mask(size=(48, 32)) -> Image.Image:
 
 
 def check(data: bytes, spec=EDIT, images=None) -> Upload:
-    upload = UploadFile(io.BytesIO(data), filename="mask.png")
+    """What the edit route does with a mask part: may it have one, then read it, then check it."""
     images = images if images is not None else [image_upload()]
-    return asyncio.run(read_mask(upload, spec=spec, images=images, settings=SETTINGS))
+    check_takes_mask(spec, image_count=len(images), settings=SETTINGS)
+    upload = UploadFile(io.BytesIO(data), filename="mask.png")
+    limits = {"max_bytes": SETTINGS.max_upload_bytes, "max_pixels": SETTINGS.max_upload_pixels}
+    mask = asyncio.run(read_image_upload(upload, field="mask", **limits))
+    return check_mask(mask, image=images[0])
 
 
 def refusal(data: bytes, **kwargs) -> APIError:

@@ -9,7 +9,7 @@ import pytest
 
 from bench.processes import make_bucket
 from darkroom.settings import Settings
-from storage.blobs import BlobNotFound, LocalBlobStore, S3BlobStore, make_blob_store
+from storage.blobs import STREAM_PART_SIZE, BlobNotFound, LocalBlobStore, S3BlobStore, make_blob_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -35,6 +35,48 @@ def test_put_overwrites(store):
     store.put("a/b", b"two!", "application/octet-stream")
     assert store.get("a/b") == b"two!"
     assert store.head("a/b").content_type == "application/octet-stream"
+
+
+def _chunks(total: int, chunk_size: int = 1024 * 1024):
+    """`total` bytes of a repeating pattern, in chunks, as a request body arrives."""
+    pattern = bytes(range(251))  # a prime length: chunks and parts do not line up with it
+    for start in range(0, total, chunk_size):
+        size = min(chunk_size, total - start)
+        yield (pattern * (size // len(pattern) + 2))[start % len(pattern) :][:size]
+
+
+# Empty, one small write, and (on S3) a multipart upload of two and a half parts.
+@pytest.mark.parametrize("total", [0, 1000, STREAM_PART_SIZE * 5 // 2])
+def test_put_stream_stores_what_the_chunks_yield(store, total):
+    expected = b"".join(_chunks(total))
+    assert store.put_stream("files/f1", _chunks(total), "application/jsonl") == total
+    assert store.get("files/f1") == expected
+    assert (store.head("files/f1").size, store.head("files/f1").content_type) == (total, "application/jsonl")
+
+
+def test_a_stream_that_raises_stores_nothing_and_keeps_what_was_there(store):
+    store.put("files/f1", b"the old bytes", "text/plain")
+
+    def failing():
+        yield from _chunks(STREAM_PART_SIZE * 2)  # on S3: a multipart upload under way
+        raise OSError("the client went away")
+
+    with pytest.raises(OSError, match="went away"):
+        store.put_stream("files/f1", failing(), "application/jsonl")
+    with pytest.raises(RuntimeError, match="over the cap"):
+        store.put_stream("files/f2", _raising_after_one_chunk(), "application/jsonl")
+    assert store.get("files/f1") == b"the old bytes"
+    with pytest.raises(BlobNotFound):
+        store.head("files/f2")
+    if isinstance(store, S3BlobStore):
+        assert "Uploads" not in store.client.list_multipart_uploads(Bucket=store.bucket)  # no part left behind
+    else:
+        assert sorted(path.name for path in (store.root / "files").iterdir()) == ["f1", "f1.content-type"]
+
+
+def _raising_after_one_chunk():
+    yield b"x" * 1000
+    raise RuntimeError("over the cap")
 
 
 def test_iter_chunks_streams_whole_blob(store):

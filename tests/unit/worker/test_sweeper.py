@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import update
 
 from darkroom.settings import Settings
-from storage import jobs
+from storage import files, jobs
 from storage.blobs import BlobNotFound, LocalBlobStore, make_blob_store
 from storage.db import make_engine, make_session_factory, upgrade_schema
-from storage.models import Job, JobKind, JobStatus, WebhookEvent
-from worker.celery_app import make_celery, publish_generate, queue_for, queue_length
+from storage.models import FilePurpose, Job, JobKind, JobStatus, StoredFile, WebhookEvent
 from tests.unit.worker.test_filesystem_broker import next_job_id
+from worker.celery_app import make_celery, publish_generate, queue_for, queue_length
 from worker.sweeper import Sweeper
 
 
@@ -154,6 +154,46 @@ def test_results_stay_unexpired_while_the_blob_store_is_down(sweeper):
     assert sweeper.sweep().expired == 0
     with sweeper.sessions() as session:
         assert session.get(Job, job_id).expired_at is None  # tried again on a later tick
+
+
+def _file(sweeper: Sweeper, expires_at) -> str:
+    file_id = files.new_file_id()
+    sweeper.blobs.put(files.blob_key(file_id), b'{"custom_id": "a"}\n', "application/jsonl")
+    with sweeper.sessions() as session:
+        files.create(
+            session, file_id=file_id, owner="o", purpose=FilePurpose.BATCH, filename="a.jsonl", size=18,
+            content_type="application/jsonl", expires_at=expires_at, line_count=1,
+        )
+        session.commit()
+    return file_id
+
+
+def test_files_past_their_expiry_are_deleted_blob_then_row(sweeper):
+    expired = _file(sweeper, _ago(1))
+    fresh, kept = _file(sweeper, jobs.now() + timedelta(hours=1)), _file(sweeper, None)
+
+    assert sweeper.sweep().files_deleted == 1
+    assert sweeper.sweep().files_deleted == 0  # once
+    assert not _stored(sweeper.blobs, files.blob_key(expired))
+    assert _stored(sweeper.blobs, files.blob_key(fresh)) and _stored(sweeper.blobs, files.blob_key(kept))
+    with sweeper.sessions() as session:
+        assert session.get(StoredFile, expired).deleted_at is not None
+        assert session.get(StoredFile, fresh).deleted_at is None and session.get(StoredFile, kept).deleted_at is None
+
+
+def test_an_expired_file_stays_undeleted_while_the_blob_store_is_down(sweeper):
+    class Unreachable(LocalBlobStore):
+        def delete(self, key: str) -> None:
+            raise OSError("connection refused")
+
+    file_id = _file(sweeper, _ago(1))
+    sweeper.blobs = Unreachable(sweeper.blobs.root)
+    assert sweeper.sweep().files_deleted == 0
+    with sweeper.sessions() as session:
+        assert session.get(StoredFile, file_id).deleted_at is None  # tried again on a later tick
+    sweeper.blobs = LocalBlobStore(sweeper.blobs.root)
+    assert sweeper.sweep().files_deleted == 1
+    assert not _stored(sweeper.blobs, files.blob_key(file_id))
 
 
 def test_what_a_lost_run_stored_is_deleted_when_its_job_is_requeued_or_failed(sweeper):
