@@ -57,8 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestBodyGuard,
         limit=settings.resolved_max_request_bytes,
         # File uploads stream to the blob store and hold themselves to their purpose's caps on the
-        # way (api/file_intake.py); here only the whole body, the file and its few fields.
-        limit_by_path={"/v1/files": settings.max_file_bytes + 1024 * 1024},
+        # way (api/file_intake.py); here only a backstop: the largest file and its few fields.
+        backstops={"/v1/files": settings.max_file_bytes + 1024 * 1024},
     )
     app.state.metrics_registry = metrics.make_registry(app.state.services)
     for router in (

@@ -51,22 +51,24 @@ def too_large(limit: int) -> APIError:
 
 
 class RequestBodyGuard:
-    """Pure ASGI middleware: the body cap, and the strict JSON parse. `limit_by_path` gives a
-    route that streams large uploads itself a cap of its own."""
+    """Pure ASGI middleware: the body cap, and the strict JSON parse. `backstops` names the routes
+    that stream large uploads and hold them to caps of their own, with errors that say which cap
+    (`POST /v1/files`): their bodies are only counted, against a larger backstop."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, limit_by_path: Mapping[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, backstops: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.limit_by_path = dict(limit_by_path or {})
+        self.backstops = dict(backstops or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_by_path.get(scope["path"], self.limit)
+        backstop = self.backstops.get(scope["path"])
+        limit = backstop or self.limit
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if backstop is None and declared.isdigit() and int(declared) > limit:
             await error_response(too_large(limit))(scope, receive, send)
             return
         if is_json(headers.get("content-type")):
