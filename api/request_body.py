@@ -120,10 +120,10 @@ class _JsonBody:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         del chunks
-        if body:
-            parse = parse_json_object
-            value = parse(body) if len(body) <= _PARSED_ON_THE_LOOP else await run_in_threadpool(parse, body)
-            self.scope[JSON_BODY] = value
+        if len(body) > _PARSED_ON_THE_LOOP:
+            self.scope[JSON_BODY] = await run_in_threadpool(parse_json_object, body)
+        elif body:
+            self.scope[JSON_BODY] = parse_json_object(body)
         self.read = True
         return {"type": "http.request", "body": body, "more_body": False}
 
