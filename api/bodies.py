@@ -4,18 +4,24 @@ plus the uploaded files, with limits checked before anything is stored."""
 from __future__ import annotations
 
 import io
-import json
 import re
 import warnings
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.errors import APIError, bad_request, validation_error
+from api.request_body import is_json, json_object
+from darkroom.data_url import data_url_chars
+from darkroom.settings import Settings
 
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
@@ -23,6 +29,8 @@ RequestModel = TypeVar("RequestModel", bound=BaseModel)
 _LIST_SUFFIX = re.compile(r"\[\]$")
 # A list of objects, as the SDK sends `lora=[{...}, {...}]` in multipart: `lora[][path_or_id]`.
 _OBJECT_LIST_FIELD = re.compile(r"^([A-Za-z_]\w*)\[\]\[([A-Za-z_]\w*)\]$")
+# The text fields that may carry an image as a data: URL: `input_reference[image_url]`.
+_DATA_URL_FIELD = re.compile(r"\[image_url\]$")
 _ALLOWED_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
@@ -38,22 +46,14 @@ class Upload:
 
 
 async def read_body(
-    request: Request, model: type[RequestModel], *, file_fields: tuple[str, ...], max_bytes: int
+    request: Request, model: type[RequestModel], *, file_fields: tuple[str, ...], settings: Settings
 ) -> tuple[RequestModel, dict[str, list[UploadFile]]]:
     content_type = request.headers.get("content-type", "")
     files: dict[str, list[UploadFile]] = {}
     if content_type.startswith("multipart/form-data"):
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > max_bytes * 4:
-            raise APIError(
-                413, f"Request body of {declared} bytes is over the limit.", code="request_too_large"
-            )
-        # A text field may carry a whole image as a data: URL (`input_reference[image_url]`
-        # through the SDK's extra_body): base64 is 4/3 of the bytes, plus the URL's header.
-        form = await request.form(max_files=32, max_fields=64, max_part_size=max_bytes * 4 // 3 + 1024)
         fields: dict[str, object] = {}
         object_lists: dict[str, list[dict[str, object]]] = {}
-        for key, value in form.multi_items():
+        for key, value in (await _read_form(request, settings)).multi_items():
             name = _LIST_SUFFIX.sub("", key)
             if isinstance(value, UploadFile):
                 if name not in file_fields:
@@ -62,19 +62,18 @@ async def read_body(
             elif match := _OBJECT_LIST_FIELD.match(key):
                 _add_to_object_list(object_lists.setdefault(match[1], []), match[2], value)
             else:
-                fields[_bracket_to_dotted(name)] = value
+                dotted = _bracket_to_dotted(name)
+                if dotted in fields:
+                    # Which of the two was meant is a guess either way: keeping one would silently drop the other.
+                    raise bad_request(f"Parameter '{dotted}' is sent more than once; send it once.", param=dotted)
+                fields[dotted] = value
         data = _lists_from_indices(_nest(fields))
         for name, items in object_lists.items():
             if name in data:
                 raise bad_request(f"Parameter '{name}' is sent in two forms.", param=name)
             data[name] = items
-    elif content_type.startswith("application/json"):
-        try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise bad_request("The request body is not valid JSON.", param=None, code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise bad_request("The request body must be a JSON object.", param=None, code="invalid_json")
+    elif is_json(content_type):
+        data = await json_object(request)
     else:
         raise bad_request(
             "Send the request as multipart/form-data or application/json.",
@@ -86,6 +85,48 @@ async def read_body(
     except ValidationError as error:
         # Locate the errors in the body, as FastAPI's own validation does.
         raise validation_error([{**item, "loc": ("body", *item["loc"])} for item in error.errors()]) from None
+
+
+async def _read_form(request: Request, settings: Settings) -> FormData:
+    try:
+        async with aclosing(request.stream()) as stream:
+            return await _CappedFormParser(request.headers, stream, settings).parse()
+    except MultiPartException as error:
+        raise bad_request(f"The multipart body cannot be read: {error.message}", param=None) from None
+
+
+class _CappedFormParser(MultiPartParser):
+    """Starlette's multipart parser with a cap on each text field, checked as its bytes arrive: a
+    few kilobytes, except an `[image_url]` field, which may carry a whole image as a data: URL
+    (`input_reference[image_url]` through the SDK's extra_body)."""
+
+    def __init__(self, headers: Headers, stream: AsyncGenerator[bytes, None], settings: Settings) -> None:
+        super().__init__(headers, stream, max_files=32, max_fields=64)
+        self.settings = settings
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        if _DATA_URL_FIELD.search(self._current_part.field_name):
+            self.max_part_size = data_url_chars(self.settings.max_upload_bytes)
+        else:
+            self.max_part_size = self.settings.max_form_field_bytes
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is None and len(part.data) + end - start > self.max_part_size:
+            name = _bracket_to_dotted(_LIST_SUFFIX.sub("", part.field_name))
+            if _DATA_URL_FIELD.search(part.field_name):
+                raise APIError(
+                    413,
+                    f"The data: URL in '{name}' is over the {self.settings.max_upload_bytes} byte image limit.",
+                    param=name,
+                    code="file_too_large",
+                )
+            raise bad_request(
+                f"The form field '{name}' is over {self.max_part_size} bytes, the most a text field may hold.",
+                param=name,
+            )
+        super().on_part_data(data, start, end)
 
 
 def _add_to_object_list(items: list[dict[str, object]], key: str, value: object) -> None:
@@ -132,8 +173,14 @@ async def read_image_upload(
 ) -> Upload:
     """The upload's bytes if they are one PNG, JPEG or WebP image within the limits."""
     data = await upload.read(max_bytes + 1)
-    return validate_image(
-        data, name=f"Image '{upload.filename}'", field=field, max_bytes=max_bytes, max_pixels=max_pixels
+    # Decoding an image of millions of pixels takes a while: off the event loop.
+    return await run_in_threadpool(
+        validate_image,
+        data,
+        name=f"Image '{upload.filename}'",
+        field=field,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
     )
 
 

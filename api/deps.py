@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import APIError, not_found
+from api.image_fetch import FetchSlots
 from darkroom.keys import owner_of_key
 from darkroom.settings import Settings
 from storage import jobs
@@ -30,6 +31,7 @@ class Services:
     blobs: BlobStore
     celery: Celery
     started_at: int  # unix seconds; the `created` of the models this process serves
+    image_fetches: FetchSlots  # the image URLs being fetched (api/image_fetch.py)
 
 
 def get_services(request: Request) -> Services:

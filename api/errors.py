@@ -33,6 +33,16 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+class RefusedBody(StarletteHTTPException):
+    """An `APIError` raised while a request's body is read (api/request_body.py). An HTTPException,
+    because FastAPI turns any other exception raised while it reads a body into its own generic
+    400; this one it lets through, and `install_error_handlers` answers with the error inside."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.status, error.message, error.headers)
+        self.error = error
+
+
 def bad_request(message: str, *, param: str | None, code: str = "invalid_value") -> APIError:
     return APIError(400, message, param=param, code=code)
 
@@ -82,6 +92,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, error: APIError) -> JSONResponse:
         return error_response(error)
+
+    @app.exception_handler(RefusedBody)
+    async def _refused_body(_request: Request, refused: RefusedBody) -> JSONResponse:
+        return error_response(refused.error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -10,17 +10,13 @@ contract allows:
   or `user_data`. Another key's file is as absent as one that never existed (a 404).
 
 Shapes are checked before anything is read, so a bad request costs no download. A URL is fetched
-here, while the client waits, so a bad URL is a 400 now rather than a failed job later. It goes
-through darkroom/outbound.py exactly as a webhook does: public addresses only (unless
-allow-listed), no redirects, no proxy, the connection pinned to the vetted address.
+while the client waits (api/image_fetch.py), so a bad URL is a 400 now rather than a failed job
+later. Decoding and the image checks run off the event loop: an image of millions of pixels, or a
+data: URL of tens of megabytes, would otherwise stall every other request meanwhile.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-import time
 from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
@@ -29,26 +25,20 @@ from starlette.datastructures import UploadFile
 from api.bodies import Upload, read_image_upload, validate_image
 from api.deps import Services
 from api.errors import APIError, bad_request, not_found
+from api.image_fetch import URL_PARAM, fetch_image
 from api.schemas import ImageReference, VideoCreateRequest
-from darkroom.outbound import UnsafeURL, check_url, safe_client, send_pinned
-from darkroom.settings import Settings
+from darkroom.data_url import BadDataURL, DataURLTooLarge, decode_payload, parse_image_data_url
 from storage import files
 from storage.blobs import BlobNotFound
 from storage.models import FilePurpose
 
 PARAM = "input_reference"
-URL_PARAM = "input_reference.image_url"
 HOW_TO_SEND = (
     "Send the image as the file part 'input_reference', or as 'input_reference[image_url]' with "
     "an https URL or a data:image/...;base64, URL, or as 'input_reference[file_id]' naming a file "
     "uploaded with purpose 'vision' or 'user_data'."
 )
 IMAGE_FILE_PURPOSES = (FilePurpose.VISION, FilePurpose.USER_DATA)
-# data:[<media type>][;parameters];base64,<payload>, the media type an image's.
-_DATA_URL = re.compile(
-    r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.DOTALL | re.IGNORECASE
-)
-_HEADERS = {"accept": "image/png, image/jpeg, image/webp", "user-agent": "Darkroom"}
 
 
 @dataclass(frozen=True)
@@ -104,10 +94,16 @@ async def read_reference(ref: ImageRef, services: Services, owner: str) -> Uploa
         return await run_in_threadpool(read_image_file, services, owner, ref.file_id, param=f"{ref.param}.file_id")
     url, url_param = ref.image_url or "", f"{ref.param}.image_url"
     if url[:5].lower() == "data:":
-        data = decode_data_url(url, max_bytes=settings.max_upload_bytes, param=url_param)
-        return validate_image(data, name=f"The {url_param} data: URL", field=url_param, **limits)
-    data = await run_in_threadpool(fetch_image, url, settings, param=url_param)
-    return validate_image(data, name=f"The image at {url_param}", field=url_param, **limits)
+        return await run_in_threadpool(_read_data_url, url, url_param, limits)
+    data = await fetch_image(url, settings, services.image_fetches, owner, param=url_param)
+    return await run_in_threadpool(
+        validate_image, data, name=f"The image at {url_param}", field=url_param, **limits
+    )
+
+
+def _read_data_url(url: str, param: str, limits: dict[str, int]) -> Upload:
+    data = decode_data_url(url, max_bytes=limits["max_bytes"], param=param)
+    return validate_image(data, name=f"The {param} data: URL", field=param, **limits)
 
 
 def read_image_file(services: Services, owner: str, file_id: str, *, param: str) -> Upload:
@@ -140,101 +136,15 @@ def read_image_file(services: Services, owner: str, file_id: str, *, param: str)
 
 def decode_data_url(url: str, *, max_bytes: int, param: str = URL_PARAM) -> bytes:
     """The bytes of a `data:image/...;base64,` URL; its size is checked before it is decoded."""
-    match = _DATA_URL.match(url)
-    params = match["params"].lower().split(";") if match else []
-    if match is None or "base64" not in params or not match["type"].lower().startswith("image/"):
-        raise bad_request(
-            f"A data: URL in {param} must be data:image/<type>;base64,<data>.",
-            param=param,
-            code="invalid_image_url",
-        )
-    payload = match["payload"]
-    if len(payload) // 4 * 3 > max_bytes + 3:  # base64: 3 bytes per 4 characters
+    try:
+        return decode_payload(parse_image_data_url(url, max_bytes=max_bytes))
+    except DataURLTooLarge:
         raise APIError(
-            413,
-            f"The {param} data: URL is over the {max_bytes} byte limit.",
-            param=param,
-            code="file_too_large",
-        )
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
+            413, f"The {param} data: URL is over the {max_bytes} byte limit.", param=param, code="file_too_large"
+        ) from None
+    except BadDataURL as error:
         raise bad_request(
-            f"The data: URL in {param} is not valid base64.",
+            f"The data: URL in {param} is not data:image/<type>;base64,<data>: {error}.",
             param=param,
             code="invalid_image_url",
         ) from None
-
-
-def fetch_image(url: str, settings: Settings, *, param: str = URL_PARAM) -> bytes:
-    """GET `url` within the byte and time limits, or an APIError saying what went wrong."""
-    import httpx  # here, as in darkroom/outbound.py: only a request with a URL needs it
-
-    try:
-        checked = check_url(
-            url,
-            allow_http=settings.image_url_allow_http,
-            allowed_hosts=settings.image_url_allowed_hosts,
-            allow_http_setting="DARKROOM_IMAGE_URL_ALLOW_HTTP",
-            allowed_hosts_setting="DARKROOM_IMAGE_URL_ALLOWED_HOSTS",
-        )
-    except UnsafeURL as error:
-        raise bad_request(
-            f"Invalid {param}: {error}", param=param, code="invalid_image_url"
-        ) from None
-    limit_s, max_bytes = settings.image_url_timeout_s, settings.max_upload_bytes
-    # httpx's timeout bounds each connect and read; the deadline bounds the whole download, so
-    # a server that drips a byte at a time cannot hold a request open.
-    deadline = time.monotonic() + limit_s
-    timed_out = bad_request(
-        f"Fetching {param} took longer than {limit_s:g} s.",
-        param=param,
-        code="image_url_timeout",
-    )
-    too_large = APIError(
-        413,
-        f"The image at {param} is over the {max_bytes} byte limit.",
-        param=param,
-        code="file_too_large",
-    )
-    try:
-        with (
-            safe_client(timeout_s=limit_s) as client,
-            send_pinned(client, "GET", checked, headers=_HEADERS) as response,
-        ):
-            _refuse_unless_ok(response, param)
-            if int(response.headers.get("content-length") or 0) > max_bytes:
-                raise too_large
-            data = bytearray()
-            for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > max_bytes:
-                    raise too_large
-                if time.monotonic() > deadline:
-                    raise timed_out
-            return bytes(data)
-    except httpx.TimeoutException:
-        raise timed_out from None
-    except (httpx.HTTPError, ValueError) as error:
-        raise bad_request(
-            f"Could not fetch {param}: {error or type(error).__name__}.",
-            param=param,
-            code="image_url_unreachable",
-        ) from None
-
-
-def _refuse_unless_ok(response, param: str) -> None:
-    if response.is_redirect:
-        # Not followed: the place it points to was never checked (see darkroom/outbound.py).
-        raise bad_request(
-            f"{param} answered with a redirect (HTTP {response.status_code}) to "
-            f"'{response.headers.get('location', '')}'; redirects are not followed. Give the final URL.",
-            param=param,
-            code="image_url_unreachable",
-        )
-    if response.status_code != 200:
-        raise bad_request(
-            f"{param} answered HTTP {response.status_code}, not 200 with an image.",
-            param=param,
-            code="image_url_unreachable",
-        )

@@ -25,6 +25,8 @@ def _api_server(settings: Settings, args: argparse.Namespace, *, log_level: str)
 
     # log_config=None: uvicorn's lines go through the root handler, not a format of its own; the
     # request middleware logs each request with its id, so uvicorn's access line is not needed.
+    # h11, not httptools: only h11 bounds what it buffers of a request's line and headers, so a
+    # client cannot make the API hold megabytes of headers (past the bound: a 400, connection closed).
     config = uvicorn.Config(
         create_app(settings),
         host=args.host,
@@ -32,6 +34,8 @@ def _api_server(settings: Settings, args: argparse.Namespace, *, log_level: str)
         log_level=log_level,
         log_config=None,
         access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return uvicorn.Server(config)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
@@ -105,25 +105,29 @@ def check_url(
     return CheckedURL(url=url, scheme=scheme, hostname=hostname, port=port, addresses=addresses)
 
 
-def safe_client(*, timeout_s: float, tls_context: ssl.SSLContext | None = None) -> httpx.Client:
+def safe_client(*, tls_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     """A client for URLs that came from outside: no proxy from the environment (it would connect
-    somewhere other than what was checked) and no redirects (a 3xx may point anywhere)."""
+    somewhere other than what was checked) and no redirects (a 3xx may point anywhere).
+
+    It has no timeout of its own: its caller bounds the whole exchange (connect, TLS, headers,
+    body) with one deadline, `asyncio.timeout`, which cancels it wherever it waits. A timeout
+    per read, which is all httpx offers, lets a server dripping a byte at a time hold it for ever."""
     import httpx  # here, not at the top: settings import this module, few processes send requests
 
-    return httpx.Client(
-        timeout=timeout_s, follow_redirects=False, trust_env=False, verify=tls_context or True
+    return httpx.AsyncClient(
+        timeout=None, follow_redirects=False, trust_env=False, verify=tls_context or True
     )
 
 
-@contextmanager
-def send_pinned(
-    client: httpx.Client,
+@asynccontextmanager
+async def send_pinned(
+    client: httpx.AsyncClient,
     method: str,
     checked: CheckedURL,
     *,
     headers: dict[str, str],
     content: bytes | None = None,
-) -> Iterator[httpx.Response]:
+) -> AsyncIterator[httpx.Response]:
     """Send to the checked addresses themselves, trying the next one only when one cannot be
     reached; the response is streamed, so a caller that needs only the status reads no body."""
     import httpx
@@ -142,14 +146,14 @@ def send_pinned(
             extensions=extensions,
         )
         try:
-            response = client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             last_error = error
             continue
         try:
             yield response
         finally:
-            response.close()
+            await response.aclose()
         return
     assert last_error is not None  # check_url never returns a URL without addresses
     raise last_error

@@ -14,10 +14,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from darkroom.data_url import data_url_chars
 from darkroom.keys import KeyWebhook, owner_of_key, webhook_secret
 from darkroom.outbound import parse_allowed_entry
 from pipelines.spec.cache_policy import CachePolicy
 from pipelines.spec.checks import Deployment, ParamRefused, check_cache
+from pipelines.spec.lora_names import DEFAULT_MAX_ADAPTER_BYTES
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import REGISTRY, TINY_MODELS
 
@@ -79,17 +81,33 @@ class Settings(BaseSettings):
     lora_dir: Path | None = None
     lora_max_per_request: Annotated[int, Field(ge=1, le=16)] = 4
     lora_cache_size: Annotated[int, Field(ge=1, le=256)] = 8
+    # An adapter file larger than this is refused before it is read (pipelines/spec/lora_names.py).
+    lora_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ADAPTER_BYTES
 
     # How long an image request waits for its job before answering with the job id.
     image_wait_timeout_s: float = 300.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
+    # Request edges (api/request_body.py, api/bodies.py). A body is counted while it streams in
+    # and refused (413) past `max_request_bytes`; None: room for the largest request a model
+    # takes (its most input images and a mask, each a data: URL at `max_upload_bytes`). A
+    # multipart text field is at most `max_form_field_bytes`, except an `[image_url]` field,
+    # which may carry a data: URL. Request headers: at most `max_header_bytes` (uvicorn).
+    max_request_bytes: Annotated[int, Field(ge=1024)] | None = None
+    max_form_field_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    max_header_bytes: Annotated[int, Field(ge=4096)] = 32 * 1024
+    # `/docs`, `/redoc` and `/openapi.json` need an API key unless this opens them.
+    openapi_public: bool = False
     # `input_reference[image_url]`: the API fetches the image when the request arrives, within
-    # `max_upload_bytes` and this many seconds overall, from public https hosts only, unless
-    # plain http or a private host / CIDR is allowed here (checked like webhook URLs).
-    image_url_timeout_s: float = 10.0
+    # `max_upload_bytes` and this many seconds overall (connect, headers and body), from public
+    # https hosts only, unless plain http or a private host / CIDR is allowed here (checked like
+    # webhook URLs). At most `image_url_max_fetches` at once, `image_url_max_fetches_per_key` of
+    # them for one key; past either the request is refused at once (503, 429).
+    image_url_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     image_url_allow_http: bool = False
     image_url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    image_url_max_fetches: Annotated[int, Field(ge=1)] = 16
+    image_url_max_fetches_per_key: Annotated[int, Field(ge=1)] = 4
     # `POST /v1/files`: a file of any purpose, and a `batch` file's own caps (a `vision` file's
     # are the image limits above); past one the upload is a 413 at once, and nothing is kept.
     max_file_bytes: Annotated[int, Field(ge=1)] = 512 * 1024 * 1024
@@ -215,6 +233,13 @@ class Settings(BaseSettings):
                 f"(lora_max_per_request, {self.lora_max_per_request})"
             )
         return self
+
+    @cached_property
+    def resolved_max_request_bytes(self) -> int:
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        images = max(REGISTRY[name].max_input_images for name in self.models) + 1  # and a mask
+        return images * data_url_chars(self.max_upload_bytes) + 1024 * 1024
 
     @cached_property
     def resolved_lora_dir(self) -> Path:

@@ -37,6 +37,7 @@ from pipelines.runners.image import ImageEditRunner, TextToImageRunner
 from pipelines.runners.lora import LoraAdapters
 from pipelines.runners.video import ImageToVideoRunner, TextToVideoRunner
 from pipelines.spec.checks import Deployment, check_cache
+from pipelines.spec.lora_names import DEFAULT_MAX_ADAPTER_BYTES
 from pipelines.spec.parallel_plan import ParallelPlan
 from pipelines.spec.registry import Family, ModelSpec
 from pipelines.spec.types import GenerationRequest
@@ -132,6 +133,7 @@ def load_runner(
     memory: MemoryOptions = MemoryOptions(),
     lora_dir: Path | None = None,  # where requests' LoRA adapters are found; None: the model takes none
     lora_cache_size: int = 8,  # adapters kept loaded in the pipeline, least recently used evicted
+    lora_max_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,  # a larger adapter file is refused unread
 ) -> Runner:
     """Load `spec`'s pipeline, set its attention backend, compile it if asked, and warm it up."""
     runner_class = _RUNNERS[spec.family]
@@ -140,7 +142,7 @@ def load_runner(
     sharded = parallel is not None and parallel.context_parallel
     check_cache(spec, cache, Deployment(compiled=acceleration.compile, sharded=sharded))
     pipeline = load_pipeline(spec, models_dir, device, memory)
-    loras = LoraAdapters(pipeline, lora_dir, lora_cache_size) if lora_dir is not None else None
+    loras = LoraAdapters(pipeline, lora_dir, lora_cache_size, lora_max_bytes) if lora_dir is not None else None
     runner = runner_class(spec, pipeline, cache=cache, loras=loras)
     backend = set_attention_backend(pipeline.transformer, acceleration.attention_backend, device)
     if parallel is not None and parallel.context_parallel:

@@ -28,19 +28,22 @@ class ImageHost:
     too_large_bytes: int
     slow_s: float
     requests: list[str]
-    hung_up: list[str]  # paths whose client went away before the whole answer was sent
+    hung_up: threading.Event  # a client left /drip-headers before it had all the headers
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
 
 @contextmanager
-def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> Iterator[ImageHost]:
+def serve_images(
+    *, image: bytes, too_large_bytes: int, slow_s: float = 5.0, drip_s: float = 0.1
+) -> Iterator[ImageHost]:
     """Paths: /image.png, /declared-too-large, /streamed-too-large (no Content-Length), /slow
-    (headers after `slow_s`), /drip (the image in tenths, 0.25 s apart), /redirect (to
-    /image.png), /missing (404), /text."""
+    (headers after `slow_s`), /drip (the image in tenths, 0.25 s apart), /drip-headers (the
+    status line and headers one byte every `drip_s`, then the image), /redirect (to /image.png),
+    /missing (404), /text."""
     requests: list[str] = []
-    hung_up: list[str] = []
+    hung_up = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # quiet test output
@@ -61,7 +64,6 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
                     try:
                         self.wfile.write(b"\0" * 65536)
                     except OSError:  # the client hung up once it had seen enough
-                        hung_up.append(self.path)
                         return
             elif self.path == "/slow":
                 time.sleep(slow_s)
@@ -78,9 +80,25 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
                         self.wfile.write(piece)
                         self.wfile.flush()
                     except OSError:
-                        hung_up.append(self.path)
                         return
                     time.sleep(0.25)
+            elif self.path == "/drip-headers":
+                # The status line and headers a byte at a time: each in time for any read
+                # timeout, the whole (some 60 bytes) long past any overall limit.
+                head = f"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {len(image)}\r\n\r\n"
+                self.close_connection = True
+                for index in range(len(head)):
+                    try:
+                        self.wfile.write(head[index].encode())
+                        self.wfile.flush()
+                    except OSError:
+                        hung_up.set()
+                        return
+                    time.sleep(drip_s)
+                try:
+                    self.wfile.write(image)
+                except OSError:
+                    pass
             elif self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("location", "/image.png")
@@ -99,16 +117,14 @@ def serve_images(*, image: bytes, too_large_bytes: int, slow_s: float = 5.0) -> 
             try:
                 self.wfile.write(body)
             except OSError:
-                hung_up.append(self.path)
+                pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield ImageHost(
-            f"http://127.0.0.1:{server.server_port}", image, too_large_bytes, slow_s, requests, hung_up
-        )
+        yield ImageHost(f"http://127.0.0.1:{server.server_port}", image, too_large_bytes, slow_s, requests, hung_up)
     finally:
         server.shutdown()
         server.server_close()

@@ -42,10 +42,33 @@ _IMAGE_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image
 
 
 class JobFailure(Exception):
+    """A job's failure: its code, and what went wrong, which may be an exception's own text (for
+    the log; `tenant_message` is what the job records)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# What a tenant reads when a job fails for a reason of the server's own. The exception behind it
+# can name paths, hosts, library internals or other jobs' data, so it goes to the log only.
+_SERVER_FAULTS = {
+    "generation_failed": "The model failed while generating.",
+    "params_unreadable": "This worker cannot read the job's parameters.",
+    "input_unreadable": "An input image stored for this job could not be read.",
+    "encode_failed": "Encoding the output failed.",
+    "output_upload_failed": "Storing the output failed.",
+}
+
+
+def tenant_message(failure: JobFailure) -> str:
+    """The message a failed job records: a fixed text per code for the server's faults (the
+    details are in the worker's log, under the job's id), else the failure's own, which is
+    written for the tenant (a parameter this worker refuses, an adapter that does not fit)."""
+    if failure.code in _SERVER_FAULTS:
+        return f"{_SERVER_FAULTS[failure.code]} The server's log has the details, under this job's id."
+    return failure.message
 
 
 @dataclass
@@ -152,9 +175,10 @@ def _attempt(ctx: WorkerContext, session: Session, job: Job, timings: dict[str, 
             return Ended.FAILED, f"{TIME_LIMIT_CODE}: {message}"
         except JobFailure as failure:
             log.warning("job %s failed: %s: %s", job_id, failure.code, failure.message)
-            jobs.fail(session, job_id, code=failure.code, message=failure.message, attempt=attempt, timings=timings)
+            message = tenant_message(failure)
+            jobs.fail(session, job_id, code=failure.code, message=message, attempt=attempt, timings=timings)
             delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)
-            return Ended.FAILED, f"{failure.code}: {failure.message}"
+            return Ended.FAILED, f"{failure.code}: {message}"
     if not completed:
         log.info("job %s was cancelled during upload; removing its outputs", job_id)
         delete_blobs(ctx.blobs, outputs_prefix, previews_prefix)

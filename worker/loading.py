@@ -58,6 +58,7 @@ def load_runners(settings: Settings, rank: int = 0) -> dict:
             memory=memory,
             lora_dir=settings.resolved_lora_dir,
             lora_cache_size=settings.lora_cache_size,
+            lora_max_bytes=settings.lora_max_bytes,
         )
         log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
     return runners

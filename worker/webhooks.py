@@ -21,6 +21,7 @@ What is signed, and how, is in `worker/webhook_signing.py`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import ssl
@@ -33,7 +34,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from darkroom.logs import log_context
 from darkroom.outbound import (
-    MAX_ADDRESSES_TRIED,
     CheckedURL,
     UnsafeURL,
     check_url,
@@ -118,9 +118,9 @@ def deliver(
 
 
 def _in_flight_lease(settings: Settings) -> timedelta:
-    # Outlasts the longest attempt (a connect per address tried, then send and wait, each up to
-    # the timeout), so a duplicate message finds the event not due rather than POSTing it again.
-    return timedelta(seconds=(MAX_ADDRESSES_TRIED + 3) * settings.webhook_timeout_s + 30)
+    # Outlasts the longest attempt (its deadline, plus the DNS look-up before it), so a duplicate
+    # message finds the event not due rather than POSTing it again.
+    return timedelta(seconds=settings.webhook_timeout_s + 30)
 
 
 def _claim(session: Session, event_id: str, *, in_flight_for: timedelta) -> _Claimed | None:
@@ -159,10 +159,10 @@ def _attempt(
     body = event_body(claimed.id, claimed.type, claimed.created_at, claimed.job_id)
     headers = signed_headers(secret, claimed.id, body, timestamp=int(time.time()))
     try:
-        status_code, location = _post(
-            checked, body, headers, settings.webhook_timeout_s, tls_context
+        status_code, location = asyncio.run(
+            _post(checked, body, headers, settings.webhook_timeout_s, tls_context)
         )
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, TimeoutError) as error:
         latency_ms = round((time.perf_counter() - started) * 1000)
         return _Attempt(
             started_at, latency_ms=latency_ms, error=_describe(error, settings.webhook_timeout_s)
@@ -174,30 +174,28 @@ def _attempt(
     return _Attempt(started_at, status_code=status_code, latency_ms=latency_ms, error=error)
 
 
-def _post(
+async def _post(
     checked: CheckedURL,
     body: bytes,
     headers: dict[str, str],
     timeout_s: float,
     tls_context: ssl.SSLContext | None,
 ) -> tuple[int, str | None]:
-    """The status and redirect target; the body is never read. A new client per attempt: a pooled
-    connection verified for one host must not carry a request for another at the same address."""
-    with (
-        safe_client(timeout_s=timeout_s, tls_context=tls_context) as client,
+    """The status and redirect target; the body is never read. One deadline over the whole
+    attempt (connect, TLS, sending, the response's headers): a receiver that drips its answer a
+    byte at a time is cut off there. A new client per attempt: a pooled connection verified for
+    one host must not carry a request for another at the same address."""
+    async with (
+        asyncio.timeout(timeout_s),
+        safe_client(tls_context=tls_context) as client,
         send_pinned(client, "POST", checked, headers=headers, content=body) as response,
     ):
         return response.status_code, response.headers.get("location")
 
 
-def _describe(error: httpx.HTTPError, timeout_s: float) -> str:
-    phase = {
-        httpx.ConnectTimeout: "connecting",
-        httpx.WriteTimeout: "sending the event",
-        httpx.ReadTimeout: "waiting for the response",
-    }.get(type(error))
-    if phase is not None:
-        return f"Timed out after {timeout_s:g} s {phase}."
+def _describe(error: httpx.HTTPError | TimeoutError, timeout_s: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"Timed out after {timeout_s:g} s, the limit for connecting, sending the event and the answer's headers."
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 

@@ -38,9 +38,7 @@ _FIRST_POLL_S, _MAX_POLL_S = 0.01, 0.25
 
 @router.post("/generations", response_model=ImagesResponse, response_model_exclude_none=True)
 async def create_image(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep):
-    body, _ = await read_body(
-        request, ImageGenerateRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
-    )
+    body, _ = await read_body(request, ImageGenerateRequest, file_fields=(), settings=services.settings)
     spec = resolve_model(services, body.model, Family.TEXT_TO_IMAGE)
     params = image_params(services.settings, spec, body, parse_size(spec, body.size, rounded=True))
     job = await run_in_threadpool(
@@ -64,9 +62,7 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     """Multipart (the SDK's form, file parts) or JSON (`images` and `mask` as references): both
     become the same references, then the same uploads (api/edit_inputs.py)."""
     settings = services.settings
-    body, parts = await read_body(
-        request, ImageEditRequest, file_fields=("image", "mask"), max_bytes=settings.max_upload_bytes
-    )
+    body, parts = await read_body(request, ImageEditRequest, file_fields=("image", "mask"), settings=settings)
     spec = resolve_model(services, body.model, Family.IMAGE_EDIT)
     json_body = request.headers.get("content-type", "").startswith("application/json")
     refs = edit_refs(body, parts, spec, settings, json_body=json_body)
@@ -81,7 +77,9 @@ async def edit_image(request: Request, services: ServicesDep, session: SessionDe
     # The mask is stored as the last input.
     params = image_params(settings, spec, body, size, mask_input=len(uploads) if refs.mask else None)
     if refs.mask is not None:
-        uploads.append(check_mask(await read_reference(refs.mask, services, owner), image=uploads[0]))
+        mask = await read_reference(refs.mask, services, owner)
+        # Reading every pixel's alpha of a large mask takes a while: off the event loop.
+        uploads.append(await run_in_threadpool(check_mask, mask, image=uploads[0]))
     job = await run_in_threadpool(
         submit,
         services,

@@ -30,9 +30,7 @@ VIDEO_KINDS = (JobKind.VIDEO,)
 @router.post("", response_model=Video)
 async def create_video(request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep) -> Video:
     settings = services.settings
-    body, files = await read_body(
-        request, VideoCreateRequest, file_fields=("input_reference",), max_bytes=settings.max_upload_bytes
-    )
+    body, files = await read_body(request, VideoCreateRequest, file_fields=("input_reference",), settings=settings)
     reference = reference_source(body, files)
     # Without a model, an input image picks the first image-to-video model, else text-to-video.
     default_family = Family.IMAGE_TO_VIDEO if reference is not None else Family.TEXT_TO_VIDEO
@@ -134,9 +132,7 @@ def delete_video(video_id: str, services: ServicesDep, session: SessionDep, owne
 async def remix_video(
     video_id: str, request: Request, services: ServicesDep, session: SessionDep, owner: OwnerDep
 ) -> Video:
-    body, _ = await read_body(
-        request, VideoRemixRequest, file_fields=(), max_bytes=services.settings.max_upload_bytes
-    )
+    body, _ = await read_body(request, VideoRemixRequest, file_fields=(), settings=services.settings)
     key = idempotency_key(request)
     job = await run_in_threadpool(_remix, services, session, owner, video_id, body, key)
     return Video.from_job(job)

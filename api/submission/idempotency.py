@@ -42,11 +42,26 @@ def replay(settings: Settings, session: Session, owner: str, key: str, request_h
     earlier = idempotency.find_live(session, owner, key, created_after=window_start)
     if earlier is None:
         return None
+    # A retry cannot turn either 409 into a success: the SDK, which retries 409s, is told not to.
+    final = {"x-should-retry": "false"}
     if earlier.request_hash != request_hash:
         raise APIError(
             409,
             f"The Idempotency-Key '{key}' was already used with a different request (job "
             f"{earlier.job_id}). Use a new key for a new request.",
             code="idempotency_key_reused",
+            headers=final,
         )
-    return session.get(Job, earlier.job_id)
+    job = session.get(Job, earlier.job_id)
+    if job.deleted_at is not None:
+        # The key is spent: its request made a job, which its owner has since deleted. Answering
+        # with the deleted job would show a job that no longer exists; making a new one would run
+        # again work its owner threw away, under a key that promises it runs at most once.
+        raise APIError(
+            409,
+            f"The Idempotency-Key '{key}' was used for job {earlier.job_id}, which has since been "
+            "deleted. Use a new key to create it again.",
+            code="idempotency_key_job_deleted",
+            headers=final,
+        )
+    return job

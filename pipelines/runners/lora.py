@@ -13,7 +13,9 @@ every format diffusers converts is checked as it will load) and checked against 
 every layer it adapts must exist there with the same shapes, and it may hold nothing but LoRA
 layers (diffusers writes a FLUX adapter's norm layers straight into the base model, where they
 would outlive the job). A load that fails anyway is cleaned up, so the next job finds the
-pipeline as it was. Errors carry the job's error code and never name a path on the worker.
+pipeline as it was. Errors carry the job's error code and never name a path on the worker, nor
+say what else it holds: an adapter that is missing and one that may not be used look the same;
+the reason, and any exception, go to the worker's log.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.spec.lora_names import (
+    DEFAULT_MAX_ADAPTER_BYTES,
     LORA_INCOMPATIBLE,
     LORA_INVALID,
-    LORA_NOT_FOUND,
     LORA_UNSUPPORTED,
     WEIGHT_NAME,
     LoraError,
     check_lora_name,
+    not_available,
 )
 from pipelines.spec.types import LoraWeight
 
@@ -44,23 +47,30 @@ log = logging.getLogger("darkroom.pipelines")
 _TRANSFORMER = "transformer."
 
 
-def resolve_adapter_file(path_or_id: str, lora_dir: Path) -> Path:
-    """The `.safetensors` file `path_or_id` names (pipelines/spec/lora_names.py has the rule)."""
+def resolve_adapter_file(path_or_id: str, lora_dir: Path, max_bytes: int = DEFAULT_MAX_ADAPTER_BYTES) -> Path:
+    """The `.safetensors` file `path_or_id` names (pipelines/spec/lora_names.py has the rule),
+    at most `max_bytes` long. Whatever stands in the way, the tenant hears the same thing
+    (`not_available`); the worker's log says what it was."""
     try:
         check_lora_name(path_or_id)  # the API checked it too; this is the worker's own guard
     except ValueError as error:
-        raise LoraError(LORA_NOT_FOUND, str(error)) from None
+        raise _refused(path_or_id, str(error)) from None
     local = Path(lora_dir) / path_or_id
     if local.exists():
-        return _weights_file(local, path_or_id)
-    segments = path_or_id.split("/")
-    if len(segments) >= 2 and (snapshot := _cached_snapshot("/".join(segments[:2]))) is not None:
-        return _weights_file(snapshot.joinpath(*segments[2:]), path_or_id)
-    raise LoraError(
-        LORA_NOT_FOUND,
-        f"No LoRA adapter '{path_or_id}' on this worker: it is neither in the worker's LoRA "
-        "directory nor a repository in its Hugging Face cache (adapters are never downloaded for a job).",
-    )
+        file = _weights_file(local, path_or_id)
+    elif len(segments := path_or_id.split("/")) >= 2 and (snapshot := _cached_snapshot("/".join(segments[:2]))):
+        file = _weights_file(snapshot.joinpath(*segments[2:]), path_or_id)
+    else:
+        raise _refused(path_or_id, "neither in the LoRA directory nor a repository in the Hugging Face cache")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise _refused(path_or_id, f"{file} is {size} bytes, over DARKROOM_LORA_MAX_BYTES ({max_bytes})")
+    return file
+
+
+def _refused(path_or_id: str, why: str) -> LoraError:
+    log.warning("LoRA %r refused: %s", path_or_id, why)
+    return not_available(path_or_id)
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:
@@ -77,10 +87,7 @@ def _weights_file(path: Path, path_or_id: str) -> Path:
     if path.is_file():
         if path.suffix != ".safetensors":
             # A pickle (.bin, .pt) can run code when it is loaded.
-            raise LoraError(
-                LORA_INVALID,
-                f"LoRA '{path_or_id}' is not a .safetensors file; only safetensors are loaded.",
-            )
+            raise _refused(path_or_id, f"{path} is not a .safetensors file; only safetensors are loaded")
         return path
     if path.is_dir():
         if (path / WEIGHT_NAME).is_file():
@@ -89,11 +96,8 @@ def _weights_file(path: Path, path_or_id: str) -> Path:
         if len(files) == 1:
             return files[0]
         if files:
-            raise LoraError(
-                LORA_NOT_FOUND,
-                f"LoRA '{path_or_id}' holds {len(files)} .safetensors files; name one, e.g. '{path_or_id}/{files[0].name}'.",
-            )
-    raise LoraError(LORA_NOT_FOUND, f"LoRA '{path_or_id}' holds no .safetensors adapter file.")
+            raise _refused(path_or_id, f"{path} holds {len(files)} .safetensors files; a name must pick one")
+    raise _refused(path_or_id, f"{path} holds no .safetensors adapter file")
 
 
 def _file_key(file: Path) -> str:
@@ -105,10 +109,13 @@ def _file_key(file: Path) -> str:
 class LoraAdapters:
     """The adapters loaded into one pipeline, least recently used first."""
 
-    def __init__(self, pipeline: Any, lora_dir: Path, capacity: int) -> None:
+    def __init__(
+        self, pipeline: Any, lora_dir: Path, capacity: int, max_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
+    ) -> None:
         self.pipeline = pipeline
         self.lora_dir = Path(lora_dir)
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._loaded: OrderedDict[str, str] = OrderedDict()  # file key -> adapter name
         self.load_seconds: dict[str, float] = {}  # adapter name -> how long its load took
 
@@ -145,7 +152,7 @@ class LoraAdapters:
                 f"This worker holds at most {self.capacity} LoRA adapters per model; the job asks for {len(loras)}.",
             )
         found = [
-            (lora.path_or_id, resolve_adapter_file(lora.path_or_id, self.lora_dir))
+            (lora.path_or_id, resolve_adapter_file(lora.path_or_id, self.lora_dir, self.max_bytes))
             for lora in loras
         ]
         keys = [_file_key(file) for _, file in found]
@@ -191,9 +198,9 @@ class LoraAdapters:
             )
         except Exception as error:
             self._delete(name)
+            log.warning("LoRA %r failed to load into %s: %s: %s", path_or_id, model, type(error).__name__, error)
             raise LoraError(
-                LORA_INCOMPATIBLE,
-                f"LoRA '{path_or_id}' does not fit {model}: {type(error).__name__}: {error}"[:1000],
+                LORA_INCOMPATIBLE, f"LoRA '{path_or_id}' does not fit {model}: its layers do not load into it."
             ) from error
         finally:
             if self._adapter_names():
@@ -213,12 +220,8 @@ class LoraAdapters:
                 str(file.parent), weight_name=file.name, use_safetensors=True, local_files_only=True
             )
         except Exception as error:
-            raise LoraError(
-                LORA_INVALID,
-                f"LoRA '{path_or_id}' could not be read as a LoRA adapter: {type(error).__name__}: {error}"[
-                    :1000
-                ],
-            ) from error
+            log.warning("LoRA %r could not be read from %s: %s: %s", path_or_id, file, type(error).__name__, error)
+            raise LoraError(LORA_INVALID, f"LoRA '{path_or_id}' could not be read as a LoRA adapter.") from error
         state = state[0] if isinstance(state, tuple) else state
         transformer = self.pipeline.transformer
         model = type(transformer).__name__

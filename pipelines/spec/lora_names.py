@@ -26,6 +26,10 @@ LORA_ERROR_CODES = frozenset({LORA_NOT_FOUND, LORA_INVALID, LORA_INCOMPATIBLE, L
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' `save_lora_weights` writes
 
 MAX_NAME_LENGTH = 256
+# An adapter file larger than this is refused before it is read (DARKROOM_LORA_MAX_BYTES): a name
+# may point at a base model's multi-GB weights in the Hugging Face cache. Large LoRAs of 20B
+# models (rank 128, bf16) stay well under it.
+DEFAULT_MAX_ADAPTER_BYTES = 2 * 1024**3
 MIN_SCALE, MAX_SCALE = -4.0, 4.0  # negative scales are legitimate (slider LoRAs push both ways)
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -40,7 +44,10 @@ NAME_RULE = (
 
 class LoraError(Exception):
     """A requested adapter cannot run here; `code` is the job's error code. The message is the
-    tenant's to read, so it names the adapter as they did, never a path on the worker."""
+    tenant's to read, so it names the adapter as they did, never a path on the worker, and never
+    what else the worker holds: every adapter that is not there, or is there but may not be used
+    (not safetensors, too large, a directory of several), gets the same `not_available` message,
+    the reason going to the worker's log only."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -54,3 +61,13 @@ def check_lora_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{value!r} is not a valid LoRA name; expected {NAME_RULE}")
     return value
+
+
+def not_available(path_or_id: str) -> LoraError:
+    """What a tenant hears of an adapter that is missing, or present but not allowed: the same."""
+    return LoraError(
+        LORA_NOT_FOUND,
+        f"No LoRA adapter '{path_or_id}' is available on this worker: name a .safetensors adapter in "
+        "its LoRA directory or a repository in its Hugging Face cache (adapters are never "
+        "downloaded for a job).",
+    )

@@ -33,8 +33,10 @@ def sessions(request, database, tmp_path):
 def receiver() -> Iterator[Callable[..., Receiver]]:
     started: list[Receiver] = []
 
-    def start(*statuses: int, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> Receiver:
-        started.append(Receiver(list(statuses), delay_s, tls=tls))
+    def start(
+        *statuses: int, delay_s: float = 0.0, tls: ssl.SSLContext | None = None, drip_s: float = 0.0
+    ) -> Receiver:
+        started.append(Receiver(list(statuses), delay_s, tls=tls, drip_s=drip_s))
         return started[-1]
 
     yield start

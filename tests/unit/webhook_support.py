@@ -34,13 +34,15 @@ SDK = openai.OpenAI(api_key="unused")
 
 @dataclass
 class Receiver:
-    """Answers each POST with the next of `statuses` (the last one repeats), after `delay_s`."""
+    """Answers each POST with the next of `statuses` (the last one repeats), after `delay_s`; with
+    `drip_s`, one byte of its answer every `drip_s`, as a hostile receiver holds a sender."""
 
     statuses: list[int]
     delay_s: float = 0.0
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     tls: ssl.SSLContext | None = None
     server_names: list[str | None] = field(default_factory=list)
+    drip_s: float = 0.0
 
     def __post_init__(self) -> None:
         receiver = self
@@ -51,11 +53,24 @@ class Receiver:
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status = receiver.statuses[min(len(receiver.requests), len(receiver.statuses)) - 1]
                 time.sleep(receiver.delay_s)
+                if receiver.drip_s:
+                    self._drip(f"HTTP/1.1 {status} OK\r\ncontent-length: 0\r\n\r\n".encode())
+                    return
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("location", f"http://127.0.0.1:{receiver.port}/elsewhere")
                 self.send_header("content-length", "0")
                 self.end_headers()
+
+            def _drip(self, answer: bytes) -> None:
+                self.close_connection = True
+                for index in range(len(answer)):
+                    try:
+                        self.wfile.write(answer[index : index + 1])
+                        self.wfile.flush()
+                    except OSError:  # the sender gave up
+                        return
+                    time.sleep(receiver.drip_s)
 
             def log_message(self, *_args) -> None:
                 pass

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from api.deps import Services
+from api.image_fetch import FetchSlots
 from api.image_stream import _EventFields, _events
 from darkroom.settings import Settings
 from storage import jobs
@@ -24,8 +25,9 @@ FIELDS = _EventFields(prefix="image_generation", size="32x16", output_format="pn
 
 @pytest.fixture
 def services(tmp_path, sessions):
-    return Services(settings=Settings(data_dir=tmp_path), sessions=sessions,
-                    blobs=LocalBlobStore(tmp_path / "blobs"), celery=None, started_at=0)
+    settings = Settings(data_dir=tmp_path)
+    return Services(settings=settings, sessions=sessions, blobs=LocalBlobStore(tmp_path / "blobs"), celery=None,
+                    started_at=0, image_fetches=FetchSlots(settings))
 
 
 def _running_job(services) -> tuple[str, int]:

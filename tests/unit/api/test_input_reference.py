@@ -1,6 +1,6 @@
 """Images named by reference (`input_reference` on video creates, an edit's JSON images and mask):
-which form the request used, data: URLs, a file of the caller's by `file_id`, and fetching an image
-URL within the limits through the SSRF-safe client, against a real local HTTP server."""
+which form the request used, data: URLs and a file of the caller's by `file_id`. Fetching an image
+URL: tests/unit/api/test_image_fetch.py."""
 
 from __future__ import annotations
 
@@ -13,21 +13,20 @@ from starlette.datastructures import UploadFile
 
 from api.errors import APIError
 from api.deps import Services
+from api.image_fetch import FetchSlots
 from api.input_reference import (
     URL_PARAM,
     ImageRef,
     decode_data_url,
-    fetch_image,
     read_reference,
     reference_source,
 )
 from api.schemas import VideoCreateRequest
-from bench.processes import wait_until
 from darkroom.settings import Settings
 from storage import files
 from storage.blobs import LocalBlobStore
 from storage.models import FilePurpose
-from tests.image_server import png_bytes, serve_images
+from tests.image_server import png_bytes
 
 PNG = png_bytes((32, 16))
 MAX_BYTES = 64 * 1024
@@ -103,10 +102,19 @@ def test_bad_data_urls_are_refused(url, status, code):
     assert (error.status, error.param, error.code) == (status, URL_PARAM, code)
 
 
+def test_a_data_url_of_millions_of_parameters_is_refused_for_its_header_alone():
+    error = refused(decode_data_url, "data:image/png" + ";x" * 10_000_000, max_bytes=MAX_BYTES)
+    assert (error.status, error.param, error.code) == (400, URL_PARAM, "invalid_image_url")
+    assert "no ',' within its first 1024 characters" in error.message
+
+
 @pytest.fixture
 def services(sessions, tmp_path) -> Services:
     settings = Settings(max_upload_bytes=MAX_BYTES, max_upload_pixels=64 * 64)
-    return Services(settings, sessions, LocalBlobStore(tmp_path / "blobs"), celery=None, started_at=0)
+    return Services(
+        settings, sessions, LocalBlobStore(tmp_path / "blobs"), celery=None, started_at=0,
+        image_fetches=FetchSlots(settings),
+    )
 
 
 def read(ref: ImageRef, services: Services, owner: str = "owner-a"):
@@ -179,80 +187,3 @@ def test_a_file_id_that_is_not_the_owners_image_is_refused_naming_the_field(serv
     with pytest.raises(APIError) as error:
         read(ImageRef("images[1]", file_id="file-unknown" if case == "unknown" else file_id), services)
     assert (error.value.status, error.value.param, error.value.code) == (status, "images[1].file_id", code)
-
-
-@pytest.fixture(scope="module")
-def host():
-    with serve_images(image=PNG, too_large_bytes=MAX_BYTES * 2, slow_s=3.0) as served:
-        yield served
-
-
-def allowed(**overrides) -> Settings:
-    fields = {
-        "max_upload_bytes": MAX_BYTES,
-        "image_url_allow_http": True,
-        "image_url_allowed_hosts": ("127.0.0.1",),
-        "image_url_timeout_s": 1.0,
-    }
-    return Settings(**(fields | overrides))
-
-
-def test_an_allowed_url_is_fetched(host):
-    assert fetch_image(host.url("/image.png"), allowed()) == PNG
-
-
-@pytest.mark.parametrize(
-    "settings,expected",
-    [
-        (Settings(image_url_allow_http=True), "DARKROOM_IMAGE_URL_ALLOWED_HOSTS"),  # loopback
-        (Settings(image_url_allowed_hosts=("127.0.0.1",)), "DARKROOM_IMAGE_URL_ALLOW_HTTP"),  # plain http
-    ],
-)
-def test_loopback_and_plain_http_are_refused_unless_allowed_before_any_request(host, settings, expected):
-    before = len(host.requests)
-    error = refused(fetch_image, host.url("/image.png"), settings)
-    assert (error.status, error.param, error.code) == (400, URL_PARAM, "invalid_image_url")
-    assert expected in error.message
-    assert len(host.requests) == before  # refused before connecting
-
-
-@pytest.mark.parametrize("url", ["http://10.0.0.7/a.png", "https://169.254.169.254/latest", "ftp://example.com/a.png"])
-def test_private_link_local_and_other_schemes_are_refused(url):
-    error = refused(fetch_image, url, Settings(image_url_allow_http=True))
-    assert (error.status, error.code) == (400, "invalid_image_url")
-
-
-@pytest.mark.parametrize(
-    "path,status,code",
-    [
-        ("/declared-too-large", 413, "file_too_large"),
-        ("/streamed-too-large", 413, "file_too_large"),
-        ("/redirect", 400, "image_url_unreachable"),
-        ("/missing", 400, "image_url_unreachable"),
-    ],
-)
-def test_bad_answers_are_refused_naming_the_url(host, path, status, code):
-    error = refused(fetch_image, host.url(path), allowed())
-    assert (error.status, error.param, error.code) == (status, URL_PARAM, code)
-
-
-def test_a_slow_host_is_given_up_on_at_the_time_limit(host):
-    requests_before = len(host.requests)
-    error = refused(fetch_image, host.url("/slow"), allowed(image_url_timeout_s=0.5))
-    assert (error.status, error.param, error.code) == (400, URL_PARAM, "image_url_timeout")
-    assert host.requests[requests_before:] == ["/slow"]  # asked once, and left waiting (3 s)
-
-
-def test_a_host_that_drips_its_image_is_given_up_on_at_the_overall_limit(host):
-    # Every read is within the 0.6 s timeout; only the deadline over the whole download stops it.
-    assert fetch_image(host.url("/drip"), allowed(image_url_timeout_s=5.0)) == PNG
-    assert "/drip" not in host.hung_up
-    error = refused(fetch_image, host.url("/drip"), allowed(image_url_timeout_s=0.6))
-    assert (error.status, error.code) == (400, "image_url_timeout")
-    # Given up on mid-drip (the whole takes 2.5 s): the host finds its client gone.
-    wait_until(lambda: "/drip" in host.hung_up, what="the host to find its client gone")
-
-
-def test_a_host_that_is_not_listening_is_unreachable():
-    error = refused(fetch_image, "http://127.0.0.1:9/a.png", allowed())
-    assert (error.status, error.code) == (400, "image_url_unreachable")

@@ -132,7 +132,7 @@ def test_a_failure_past_the_retry_window_fails_the_event(sessions, receiver):
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        ("slow", "Timed out after 0.3 s waiting for the response."),
+        ("slow", "Timed out after 0.3 s"),
         ("redirect", "not followed"),
         ("closed", "ConnectError"),
     ],
@@ -159,6 +159,17 @@ def test_no_answer_or_a_redirect_is_a_failed_attempt_with_its_error(
     assert row.status_code == (302 if answer == "redirect" else None)
     if hook is not None:
         assert len(hook.requests) == 1  # the redirect's target was never asked
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline(sessions, receiver):
+    # Each byte comes well within the limit, the whole answer (38 bytes) long after it: only one
+    # deadline over the whole attempt stops it, where a timeout per read would wait it out.
+    hook = receiver(200, drip_s=0.1)
+    event_id = completed_job_event(sessions, hook.url)
+    deliver(webhook_settings(webhook_timeout_s=0.5), sessions, event_id)
+    found, [row] = event_state(sessions, event_id)
+    assert (found.status, row.status_code) == (EventStatus.PENDING, None)
+    assert row.error.startswith("Timed out after 0.5 s")
 
 
 def test_a_url_refused_at_delivery_is_retried_and_never_sent(sessions, receiver):

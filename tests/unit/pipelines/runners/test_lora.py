@@ -189,10 +189,51 @@ def test_only_safetensors_adapters_are_read(runners, lora_dir):
     (lora_dir / "broken" / "pytorch_lora_weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(LoraError) as error:
         resolve_adapter_file("pickled.bin", lora_dir)
-    assert error.value.code == "lora_invalid"
+    assert error.value.code == "lora_not_found"
     with pytest.raises(LoraError) as error:
         runners["tiny-qwen-image"].loras.prepare(lora(("broken", 1.0)))
     assert error.value.code == "lora_invalid"
+    assert str(error.value) == "LoRA 'broken' could not be read as a LoRA adapter."  # no exception text
+
+
+def test_an_adapter_that_may_not_be_used_looks_missing_and_the_log_says_why(tmp_path, caplog):
+    """A tenant learns nothing of what the shared directory holds: a pickle, a directory of
+    several adapters, an empty one and a file over the size cap answer as a missing name does."""
+    (tmp_path / "pickled.bin").write_bytes(b"\x80\x04")
+    (tmp_path / "several").mkdir()
+    for name in ("one", "two"):
+        (tmp_path / "several" / f"{name}.safetensors").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "huge.safetensors").write_bytes(b"x" * 101)
+
+    def refusal(name: str) -> str:
+        with pytest.raises(LoraError) as error:
+            resolve_adapter_file(name, tmp_path, max_bytes=100)
+        assert error.value.code == "lora_not_found"
+        return str(error.value).replace(f"'{name}'", "'<name>'")
+
+    missing = refusal("no-such-adapter")
+    caplog.clear()
+    for name, why in [
+        ("pickled.bin", "not a .safetensors file"),
+        ("several", "holds 2 .safetensors files"),
+        ("empty", "holds no .safetensors"),
+        ("huge.safetensors", "is 101 bytes, over DARKROOM_LORA_MAX_BYTES (100)"),
+    ]:
+        assert refusal(name) == missing
+        assert why in caplog.text and str(tmp_path) not in missing
+    assert resolve_adapter_file("huge.safetensors", tmp_path, max_bytes=101) == tmp_path / "huge.safetensors"
+
+
+def test_an_adapter_over_the_size_cap_is_refused_before_it_is_read(runners, lora_dir):
+    # Not safetensors at all: read, it would be `lora_invalid`; refused by its size, it is not read.
+    (lora_dir / "too-big").mkdir()
+    (lora_dir / "too-big" / "pytorch_lora_weights.safetensors").write_bytes(b"\0" * 4096)
+    adapters = runners["tiny-qwen-image"].loras
+    capped = LoraAdapters(adapters.pipeline, lora_dir, capacity=2, max_bytes=4095)
+    with pytest.raises(LoraError) as error:
+        capped.prepare(lora(("too-big", 1.0)))
+    assert error.value.code == "lora_not_found"
 
 
 def test_a_repo_id_resolves_offline_from_the_hugging_face_cache(tmp_path, monkeypatch, lora_dir):
